@@ -1,0 +1,42 @@
+# The README's two commands: `make repro` and `make test`. Both set up .venv from scratch.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install repro test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e ".[trackers,search,export,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install embedlab with every extra
+
+repro: install  ## run the whole pipeline (prepare -> train -> validate -> embed)
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: install  ## the whole test suite (slow tests included), then ruff
+	$(BIN)/pytest
+	$(BIN)/ruff check src pipeline tests
+
+test-fast: install  ## skip tests marked slow
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check src pipeline tests
+	$(BIN)/ruff format --check src pipeline tests
+
+format: install
+	$(BIN)/ruff check --fix src pipeline tests
+	$(BIN)/ruff format src pipeline tests
+
+bench: install  ## print the speed/memory benchmark figures
+	for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) logs mlflow.db mlruns wandb .neptune dvclive

@@ -1,0 +1,299 @@
+"""``params.yaml`` parsed once into typed, validated objects.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown or mistyped key
+stops the stage with one line that names the key (and suggests the closest known one).
+
+>>> params = Params.model_validate({"train": {"max_epochs": 2}})
+>>> params.train.max_epochs, params.train.sampler.n_labels
+(2, 5)
+>>> parse_params({"train": {"max_epoch": 2}})
+Traceback (most recent call last):
+...
+embedlab.config.ParamsError: params.yaml: unknown key 'train.max_epoch' (did you mean 'train.max_epochs'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from embedlab.errors import EmbedlabError
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(EmbedlabError):
+    """A key or value of ``params.yaml`` is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+# --- prepare -------------------------------------------------------------------------------
+class PrepareParams(_Section):
+    source: Literal["digits", "imagefolder", "csv", "cub", "sop", "cars", "inshop"] = "digits"
+    root: str | None = None
+    """Input of the source: a folder (imagefolder, cub, sop, cars, inshop) or a CSV file (csv)."""
+    dataset_root: str | None = None
+    """``csv`` only: folder that relative paths in the CSV are relative to (default: its folder)."""
+    val_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    """``imagefolder``: share of the classes held out for validation (open-set split)."""
+    digits_image_size: int = Field(32, ge=8, le=256)
+    """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
+    digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+
+
+# --- train ---------------------------------------------------------------------------------
+class ModelParams(_Section):
+    arch: str = "vit_tiny_patch16_224"
+    """A timm model name or an OML zoo alias (``vits16_dino``...)."""
+    weights: str | None = None
+    """Local ``.safetensors``/``.pth`` file, ``hub`` for timm's pretrained weights, or null (random)."""
+    normalise_features: bool = True
+    timm_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for ``timm.create_model`` (``img_size``, ``patch_size``, ``depth``...)."""
+
+
+class LossParams(_Section):
+    name: Literal["triplet"] = "triplet"
+    margin: float | None = Field(0.2, ge=0.0)
+    """Triplet margin; null means soft margin (softplus)."""
+
+
+class MinerParams(_Section):
+    name: Literal["all", "hard"] = "all"
+    max_output_triplets: int = Field(5000, ge=1)
+    """``all`` only: cap on triplets per batch (a random subset above it)."""
+
+
+class SamplerParams(_Section):
+    n_labels: int = Field(5, ge=2)
+    n_instances: int = Field(16, ge=2)
+
+
+class OptimizerParams(_Section):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0)
+    """``sgd`` only."""
+    scheduler: Literal["none", "cosine"] = "cosine"
+
+
+class AugmentParams(_Section):
+    random_resized_crop_scale: float = Field(0.8, gt=0.0, le=1.0)
+    """Lower bound of the crop area; 1.0 turns cropping off."""
+    rotation_degrees: float = Field(10.0, ge=0.0, le=180.0)
+    horizontal_flip: bool = False
+
+
+class TrainerParams(_Section):
+    """Passed to ``lightning.Trainer`` as is."""
+
+    accelerator: str = "cpu"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+    deterministic: bool = True
+
+
+class TrainParams(_Section):
+    model: ModelParams = Field(default_factory=ModelParams)
+    loss: LossParams = Field(default_factory=LossParams)
+    miner: MinerParams = Field(default_factory=MinerParams)
+    sampler: SamplerParams = Field(default_factory=SamplerParams)
+    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    trainer: TrainerParams = Field(default_factory=TrainerParams)
+    max_epochs: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    val_batch_size: int = Field(256, ge=1)
+    log_images: bool = True
+    """Draw the prediction grids at every validation during training."""
+
+
+# --- validate / embed ----------------------------------------------------------------------
+class ImagesParams(_Section):
+    n_queries: int = Field(6, ge=0)
+    """Rows of ``predictions.png``: the first n queries (or ``query_ids``)."""
+    query_ids: list[int] = Field(default_factory=list)
+    """Manifest row ids of the queries to draw; empty means the first ``n_queries``."""
+    n_worst: int = Field(6, ge=0)
+    worst_by: str = "map@5"
+    top_k: int = Field(5, ge=1)
+
+
+class ValidateParams(_Section):
+    batch_size: int = Field(256, ge=1)
+    num_workers: int = Field(0, ge=0)
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    cmc_top_k: list[int] = Field(default_factory=lambda: [1, 5])
+    precision_top_k: list[int] = Field(default_factory=lambda: [5])
+    map_top_k: list[int] = Field(default_factory=lambda: [5])
+    pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
+    images: ImagesParams = Field(default_factory=ImagesParams)
+
+    @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError(f"every k must be >= 1, got {ks}")
+        return ks
+
+    @field_validator("pcf_variance")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        if any(not 0.0 < r <= 1.0 for r in shares):
+            raise ValueError(f"every share must be in (0, 1], got {shares}")
+        return shares
+
+
+class EmbedParams(_Section):
+    batch_size: int = Field(256, ge=1)
+    num_workers: int = Field(0, ge=0)
+    index: Literal["exact", "faiss"] = "exact"
+
+
+# --- tracking ------------------------------------------------------------------------------
+class MlflowParams(_Section):
+    tracking_uri: str | None = None
+    """Default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the repo root."""
+    register_model: bool = False
+    registered_model_name: str = "embedlab-extractor"
+
+
+class WandbParams(_Section):
+    project: str = "embedlab"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    """Default: ``WANDB_MODE`` or offline."""
+
+
+class NeptuneParams(_Section):
+    project: str = "embedlab/embedlab"
+    mode: Literal["async", "sync", "offline", "debug", "read-only"] = "offline"
+
+
+class TrackingParams(_Section):
+    loggers: list[Literal["tensorboard", "mlflow", "wandb", "neptune", "dvclive", "csv"]] = Field(
+        default_factory=lambda: ["tensorboard"]
+    )
+    experiment: str = "embedlab"
+    strict: bool = False
+    """Make a tracker failure an error instead of a warning."""
+    mlflow: MlflowParams = Field(default_factory=MlflowParams)
+    wandb: WandbParams = Field(default_factory=WandbParams)
+    neptune: NeptuneParams = Field(default_factory=NeptuneParams)
+
+
+class Params(_Section):
+    seed: int = 0
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    validate: ValidateParams = Field(default_factory=ValidateParams)
+    embed: EmbedParams = Field(default_factory=EmbedParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    def flat(self) -> dict[str, Any]:
+        """Flatten to ``{"train.optimizer.lr": 0.001, ...}`` (lists as JSON text).
+
+        >>> Params().flat()["train.optimizer.lr"]
+        0.001
+        """
+        return flatten(self.model_dump(mode="json"))
+
+    def short_hash(self) -> str:
+        """A short, stable hash of every parameter (a tag to find identical runs).
+
+        >>> len(Params().short_hash())
+        10
+        """
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts with dotted keys; lists become JSON strings.
+
+    >>> flatten({"a": {"b": 1, "c": [1, 2]}})
+    {'a.b': 1, 'a.c': '[1, 2]'}
+    """
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | dict):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section that ``loc`` points into."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(Params, loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?)" if close else ""
+        if not close and known:
+            hint = f" (known keys: {', '.join(known)})"
+        return f"{source}: unknown key '{key}'{hint}"
+    got = error.get("input")
+    return f"{source}: {key}: {error['msg']} (got {got!r})"
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = PARAMS_FILE) -> Params:
+    """Validate a raw mapping; raise :class:`ParamsError` naming the first bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0], source)
+        more = f" (+{len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ParamsError(first + more) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "params.yaml"
+    >>> _ = p.write_text("seed: 3\\ntrain:\\n  max_epochs: 1\\n")
+    >>> load_params(p).seed
+    3
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_params(raw, source=str(path))

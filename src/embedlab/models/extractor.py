@@ -1,0 +1,234 @@
+"""Feature extractors on timm, with OML's names and a safe save/load format.
+
+``TimmExtractor`` wraps any ``timm.create_model(arch, num_classes=0)``;
+``ViTExtractor(weights, arch, normalise_features)`` keeps OML's signature and its zoo
+names (``vits16_dino``...). Weights are never unpickled: ``.safetensors``, or
+``torch.load(weights_only=True)`` for ``.pth``/``.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from embedlab.errors import EmbedlabError
+from embedlab.io import atomic_path, write_json
+
+ZOO: dict[str, str] = {
+    "vits16_dino": "vit_small_patch16_224.dino",
+    "vits8_dino": "vit_small_patch8_224.dino",
+    "vitb16_dino": "vit_base_patch16_224.dino",
+    "vitb8_dino": "vit_base_patch8_224.dino",
+    "vits14_dinov2": "vit_small_patch14_dinov2.lvd142m",
+    "vitb14_dinov2": "vit_base_patch14_dinov2.lvd142m",
+    "vitl14_dinov2": "vit_large_patch14_dinov2.lvd142m",
+    "vits16_in21k": "vit_small_patch16_224.augreg_in21k",
+    "vitb16_clip": "vit_base_patch16_clip_224.openai",
+}
+"""OML zoo names -> timm ``name.pretrained_tag``."""
+
+VIT_ARCHS: dict[str, str] = {
+    "vits8": "vit_small_patch8_224",
+    "vits16": "vit_small_patch16_224",
+    "vitb8": "vit_base_patch8_224",
+    "vitb16": "vit_base_patch16_224",
+    "vits14": "vit_small_patch14_dinov2",
+    "vitb14": "vit_base_patch14_dinov2",
+    "vitl14": "vit_large_patch14_dinov2",
+}
+"""OML's short ViT arch names -> timm architectures."""
+
+EXTRACTOR_WEIGHTS = "extractor.safetensors"
+EXTRACTOR_CONFIG = "extractor.json"
+
+
+def resolve_arch(arch: str) -> str:
+    """Map an OML alias to a timm name; timm names pass through.
+
+    >>> resolve_arch("vits16_dino"), resolve_arch("vits16"), resolve_arch("resnet18")
+    ('vit_small_patch16_224.dino', 'vit_small_patch16_224', 'resnet18')
+    """
+    return ZOO.get(arch, VIT_ARCHS.get(arch, arch))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or (safely) from a torch file.
+
+    Lightning checkpoints and ``{"state_dict": ...}`` wrappers are unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedlabError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any decoding failure is the user's file, not our bug
+        raise EmbedlabError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EmbedlabError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:
+    """Drop a common prefix (``model.``, ``backbone.``, ``extractor.``...) that hides the keys."""
+    if set(state) & wanted:
+        return state
+    for prefix in ("model.backbone.", "backbone.", "model.", "extractor.", "module."):
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if set(stripped) & wanted:
+            return stripped
+    return state
+
+
+class TimmExtractor(nn.Module):
+    """Any timm backbone as an embedding extractor (classifier head removed).
+
+    Args:
+        arch: a timm model name or an OML alias (see :data:`ZOO`, :data:`VIT_ARCHS`).
+        weights: None (random init), ``"hub"`` (timm's pretrained weights, needs the
+            internet or a warm HF cache), or a local ``.safetensors``/``.pth`` file.
+        normalise_features: L2-normalise the output embeddings.
+        **timm_kwargs: passed to ``timm.create_model`` (``img_size``, ``patch_size``...).
+
+    >>> model = TimmExtractor("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 192])
+    >>> model.preprocessing["input_size"]
+    [3, 32, 32]
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        weights: str | Path | None = None,
+        normalise_features: bool = True,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.normalise_features = normalise_features
+        self.timm_kwargs = dict(timm_kwargs)
+        timm_name = resolve_arch(arch)
+        pretrained = weights == "hub"
+        try:
+            self.model = timm.create_model(
+                timm_name, pretrained=pretrained, num_classes=0, **self.timm_kwargs
+            )
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                raise EmbedlabError(
+                    f"params.yaml: train.model.arch: unknown timm model {arch!r}"
+                ) from None
+            raise
+        except TypeError as exc:
+            raise EmbedlabError(
+                f"params.yaml: train.model.timm_kwargs: {exc} (arch {arch!r})"
+            ) from None
+        if weights is not None and not pretrained:
+            self.load_weights(weights)
+
+    @property
+    def feat_dim(self) -> int:
+        """Size of one embedding."""
+        return int(self.model.num_features)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Input size, mean, std and interpolation from timm's data config of this model."""
+        config = timm.data.resolve_model_data_config(self.model)
+        input_size = list(config["input_size"])
+        img_size = self.timm_kwargs.get("img_size")
+        if img_size is not None:  # a resized model's pretrained_cfg still says 224
+            side = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            input_size = [input_size[0], *side]
+        return {
+            "input_size": [int(v) for v in input_size],
+            "mean": [float(v) for v in config["mean"]],
+            "std": [float(v) for v in config["std"]],
+            "interpolation": str(config.get("interpolation", "bicubic")),
+        }
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a local weights file; a file for another architecture is a clear error."""
+        state = _strip_prefixes(read_state_dict(path), set(self.model.state_dict()))
+        result = self.model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            missing, unexpected = result.missing_keys, result.unexpected_keys
+            raise EmbedlabError(
+                f"{path}: weights do not fit arch {self.arch!r}: {len(missing)} missing keys "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model(x)
+        return F.normalize(features, dim=-1) if self.normalise_features else features
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this extractor and preprocess its inputs."""
+        return {
+            "arch": self.arch,
+            "timm_kwargs": self.timm_kwargs,
+            "normalise_features": self.normalise_features,
+            "feat_dim": self.feat_dim,
+            "preprocessing": self.preprocessing,
+        }
+
+
+class ViTExtractor(TimmExtractor):
+    """OML's ``ViTExtractor(weights, arch, normalise_features)`` on timm.
+
+    ``weights`` may be an OML zoo name (``"vits16_dino"``: timm's pretrained weights),
+    a local file, or None for random init; ``arch`` is OML's short name or a timm name.
+
+    >>> ViTExtractor(None, arch="vits16", normalise_features=False).feat_dim
+    384
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None,
+        arch: str,
+        normalise_features: bool = False,
+        **timm_kwargs: Any,
+    ) -> None:
+        if isinstance(weights, str) and weights in ZOO:
+            arch, weights = weights, "hub"
+        super().__init__(arch, weights=weights, normalise_features=normalise_features, **timm_kwargs)
+
+
+def save_extractor(model: TimmExtractor, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``extractor.safetensors`` + ``extractor.json`` into ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    weights = out_dir / EXTRACTOR_WEIGHTS
+    state = {k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
+    config = out_dir / EXTRACTOR_CONFIG
+    write_json(config, model.config())
+    return weights, config
+
+
+def load_extractor(model_dir: str | Path, device: str | torch.device = "cpu") -> TimmExtractor:
+    """Rebuild the extractor saved by :func:`save_extractor`, in eval mode."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / EXTRACTOR_CONFIG
+    if not config_path.is_file():
+        raise EmbedlabError(f"{config_path}: extractor config not found (run the train stage first)")
+    config = json.loads(config_path.read_text())
+    model = TimmExtractor(
+        config["arch"], weights=None, normalise_features=config["normalise_features"],
+        **config.get("timm_kwargs", {}),
+    )
+    model.load_weights(model_dir / EXTRACTOR_WEIGHTS)
+    return model.to(device).eval()

@@ -1,0 +1,40 @@
+"""The fat functions behind ``pipeline/*.py`` and their shared command-line wrapper."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from embedlab.errors import EmbedlabError
+
+STAGES: dict[str, str] = {
+    "prepare": "embedlab.stages.prepare:run_prepare",
+    "train": "embedlab.stages.train:run_train",
+    "validate": "embedlab.stages.validate:run_validate",
+    "embed": "embedlab.stages.embed:run_embed",
+}
+
+
+def _short_warning(message, category, filename, lineno, file=None, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
+
+
+def main(stage: str, argv: list[str] | None = None) -> int:
+    """Run one stage from the repo root with ``params.yaml``; errors become one line + exit 2."""
+    from embedlab.config import load_params
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    warnings.formatwarning = _short_warning
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    module, func = STAGES[stage].split(":")
+    try:
+        params = load_params(Path("params.yaml"))
+        getattr(importlib.import_module(module), func)(params, Path("."))
+    except EmbedlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

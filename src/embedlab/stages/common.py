@@ -1,0 +1,91 @@
+"""Pieces shared by the stages: fixed paths, the metric builder, the embedding pass."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from embedlab.data.datasets import worker_threads_init
+
+if TYPE_CHECKING:
+    from embedlab.config import ValidateParams
+    from embedlab.metrics import EmbeddingMetrics
+
+log = logging.getLogger("embedlab")
+
+# Fixed output paths (relative to the repo root), as declared in dvc.yaml.
+PREPARED_DIR = Path("data") / "prepared"
+MANIFEST = PREPARED_DIR / "manifest.csv"
+MODELS_DIR = Path("models")
+CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+REPORTS_DIR = Path("reports")
+TRAIN_REPORT = REPORTS_DIR / "train.json"
+METRICS_REPORT = REPORTS_DIR / "metrics.json"
+PER_QUERY_REPORT = REPORTS_DIR / "per_query.csv"
+IMAGES_DIR = REPORTS_DIR / "images"
+EMBEDDINGS_DIR = Path("data") / "embeddings"
+
+
+def build_metric(cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",)) -> EmbeddingMetrics:
+    """An :class:`EmbeddingMetrics` configured from ``validate.*``."""
+    from embedlab.metrics import EmbeddingMetrics
+
+    return EmbeddingMetrics(
+        extra_keys=extra_keys,
+        cmc_top_k=tuple(cfg.cmc_top_k),
+        precision_top_k=tuple(cfg.precision_top_k),
+        map_top_k=tuple(cfg.map_top_k),
+        pcf_variance=tuple(cfg.pcf_variance),
+        distance=cfg.distance,
+    )
+
+
+def image_options(cfg: ValidateParams) -> dict[str, Any]:
+    """Keyword arguments of ``render_validation_images`` from ``validate.images``."""
+    images = cfg.images
+    return {
+        "n_queries": images.n_queries,
+        "n_worst": images.n_worst,
+        "worst_by": images.worst_by,
+        "top_k": images.top_k,
+    }
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, **kwargs: Any
+) -> DataLoader:
+    """A DataLoader that decodes images in worker processes when ``num_workers > 0``."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=worker_threads_init if num_workers > 0 else None,
+        **kwargs,
+    )
+
+
+@torch.inference_mode()
+def compute_embeddings(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    desc: str = "embedding",
+    progress: bool = True,
+) -> torch.Tensor:
+    """Embeddings of every item of ``dataset``, in dataset order, as a float32 CPU tensor."""
+    model.eval()
+    device = next(model.parameters()).device
+    loader = make_loader(dataset, batch_size, num_workers, shuffle=False)
+    chunks = []
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        chunks.append(model(batch["input_tensors"].to(device)).float().cpu())
+    if not chunks:
+        return torch.empty(0, 0)
+    return torch.cat(chunks)

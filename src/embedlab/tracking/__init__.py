@@ -1,0 +1,101 @@
+"""The pluggable tracker layer: one interface, one module per backend.
+
+``open_trackers(params, root, stage)`` builds the backends named in
+``tracking.loggers`` and starts (or resumes, from ``reports/run.json``) their runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedlab.io import read_json, write_json
+from embedlab.tracking.base import RunInfo, Tracker, TrackerError, TrackerHub
+
+if TYPE_CHECKING:
+    from embedlab.config import Params
+
+BACKENDS: dict[str, str] = {
+    "tensorboard": "embedlab.tracking.tensorboard:TensorBoardTracker",
+    "csv": "embedlab.tracking.csv:CsvTracker",
+}
+"""Backend name -> ``module:class``; imported only when used."""
+
+RUN_FILE = Path("reports") / "run.json"
+
+
+def backend_class(name: str) -> type[Tracker]:
+    """The tracker class registered under ``name``.
+
+    >>> backend_class("csv").__name__
+    'CsvTracker'
+    """
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def git_commit(root: Path) -> str:
+    """The commit the workspace is on, or ``unknown`` outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_info(params: Params, root: Path, stage: str) -> RunInfo:
+    """Run name and tags: git commit, DVC experiment name, params hash."""
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    run_name = exp_name or time.strftime("run-%Y%m%d-%H%M%S")
+    tags = {
+        "git_commit": git_commit(root),
+        "dvc_exp_name": exp_name,
+        "params_hash": params.short_hash(),
+    }
+    return RunInfo(run_name=run_name, params=params.flat(), tags=tags, stage=stage)
+
+
+def open_trackers(
+    params: Params, root: Path, stage: str, resume: bool = False
+) -> TrackerHub:
+    """Build and start the configured trackers.
+
+    With ``resume`` (validate, embed), runs listed in ``reports/run.json`` are reopened
+    so one experiment stays one run; backends with no recorded id start a new run.
+    """
+    names = dict.fromkeys(params.tracking.loggers)  # keep order, drop repeats
+    hub = TrackerHub([backend_class(n)(params, root) for n in names], strict=params.tracking.strict)
+    run_ids = read_run_ids(root) if resume else {}
+    hub.start(run_info(params, root, stage), run_ids)
+    return hub
+
+
+def read_run_ids(root: Path) -> dict[str, str]:
+    """Run ids recorded by the train stage (empty when there are none)."""
+    path = root / RUN_FILE
+    if not path.is_file():
+        return {}
+    return dict(read_json(path).get("run_ids", {}))
+
+
+def write_run_ids(root: Path, hub: TrackerHub) -> None:
+    """Record the live run ids so later stages log into the same runs."""
+    write_json(root / RUN_FILE, {"run_ids": hub.run_ids, "failed": hub.failed})
+
+
+__all__ = [
+    "BACKENDS",
+    "RunInfo",
+    "Tracker",
+    "TrackerError",
+    "TrackerHub",
+    "open_trackers",
+    "read_run_ids",
+    "write_run_ids",
+]

@@ -1,0 +1,158 @@
+"""The tracker interface and the fan-out hub that keeps a failing backend from stopping work.
+
+One experiment is one tracker run across stages: ``train`` starts the runs and writes
+their ids to ``reports/run.json``; ``validate`` and ``embed`` resume them by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedlab.errors import EmbedlabError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from embedlab.config import Params
+
+log = logging.getLogger(__name__)
+
+
+class TrackerError(EmbedlabError):
+    """A tracker failed and ``tracking.strict`` is on."""
+
+
+@dataclass
+class RunInfo:
+    """What every backend needs to open (or reopen) a run."""
+
+    run_name: str
+    params: dict[str, Any]
+    """Flattened params (``train.optimizer.lr``)."""
+    tags: dict[str, str]
+    run_id: str | None = None
+    """Set when resuming a run started by an earlier stage."""
+    stage: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tracker(ABC):
+    """One experiment-tracking backend.
+
+    Implementations import their client lazily (inside ``start``) and must be safe to
+    call after a failure: the hub stops calling a tracker once it has raised.
+    """
+
+    name: str = "base"
+
+    def __init__(self, params: Params, root: Path) -> None:
+        self.params = params
+        self.root = root
+        self.run_id: str | None = None
+
+    @abstractmethod
+    def start(self, run: RunInfo) -> str:
+        """Open a new run or resume ``run.run_id``; return the run id."""
+
+    @abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log scalars at a step."""
+
+    @abstractmethod
+    def log_image(self, key: str, image: Image.Image, step: int) -> None:
+        """Log an image so that each step keeps its own picture."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Log (more) parameters; backends that take them only at start may ignore this."""
+
+    def log_summary(self, metrics: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
+        """Final metrics of the run (TensorBoard registers them with the hparams)."""
+
+    def log_artifact(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Store a file with the run where the backend stores artifacts."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Flush and close the run (it can be resumed later by id)."""
+
+
+class TrackerHub:
+    """Fan every call out to several trackers; a failing tracker is warned about and skipped.
+
+    >>> hub = TrackerHub([])
+    >>> hub.log_metrics({"train/loss": 1.0}, step=0)
+    >>> hub.run_ids
+    {}
+    """
+
+    def __init__(self, trackers: list[Tracker], strict: bool = False) -> None:
+        self.trackers = list(trackers)
+        self.strict = strict
+        self.failed: dict[str, str] = {}
+
+    @property
+    def active(self) -> list[Tracker]:
+        return [t for t in self.trackers if t.name not in self.failed]
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        return {t.name: t.run_id for t in self.active if t.run_id is not None}
+
+    def _call(self, what: str, fn: Callable[[Tracker], Any]) -> None:
+        for tracker in self.active:
+            try:
+                fn(tracker)
+            except Exception as exc:  # a tracker must never stop the work
+                self._fail(tracker, what, exc)
+
+    def _fail(self, tracker: Tracker, what: str, exc: BaseException) -> None:
+        cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        message = f"tracker '{tracker.name}' failed during {what} ({cause})"
+        if self.strict:
+            raise TrackerError(message + "; tracking.strict is true") from exc
+        self.failed[tracker.name] = cause
+        warnings.warn(
+            message + "; skipping it for the rest of this stage (local reports are still written)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        try:
+            tracker.finish()
+        except Exception:  # best effort: the backend is already broken
+            log.debug("closing failed tracker %s raised", tracker.name, exc_info=True)
+
+    def start(self, run: RunInfo, run_ids: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Start every tracker (resuming the ids in ``run_ids``); return the live run ids."""
+        run_ids = dict(run_ids or {})
+
+        def start_one(tracker: Tracker) -> None:
+            info = RunInfo(**{**run.__dict__, "run_id": run_ids.get(tracker.name)})
+            tracker.run_id = tracker.start(info)
+
+        self._call("start", start_one)
+        return self.run_ids
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        clean = {k: float(v) for k, v in metrics.items()}
+        self._call("log_metrics", lambda t: t.log_metrics(clean, step))
+
+    def log_image(self, key: str, image: Image.Image, step: int) -> None:
+        self._call("log_image", lambda t: t.log_image(key, image, step))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._call("log_params", lambda t: t.log_params(params))
+
+    def log_summary(self, metrics: Mapping[str, float]) -> None:
+        self._call("log_summary", lambda t: t.log_summary(metrics))
+
+    def log_artifact(self, path: Path) -> None:
+        self._call("log_artifact", lambda t: t.log_artifact(path))
+
+    def finish(self) -> None:
+        self._call("finish", lambda t: t.finish())
