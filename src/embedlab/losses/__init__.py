@@ -1,0 +1,5 @@
+"""Metric-learning losses."""
+
+from embedlab.losses.triplet import TripletLossWithMiner
+
+__all__ = ["TripletLossWithMiner"]
