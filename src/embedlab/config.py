@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,30 +195,34 @@ class TrackingParams(_Section):
     neptune: NeptuneParams = Field(default_factory=NeptuneParams)
 
 
-class Params(_Section):
-    seed: int = 0
-    prepare: PrepareParams = Field(default_factory=PrepareParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    validate: ValidateParams = Field(default_factory=ValidateParams)
-    embed: EmbedParams = Field(default_factory=EmbedParams)
-    tracking: TrackingParams = Field(default_factory=TrackingParams)
+with warnings.catch_warnings():
+    # ``validate`` is a stage name users know; it shadows pydantic's deprecated v1 method.
+    warnings.filterwarnings("ignore", message='Field name "validate"')
 
-    def flat(self) -> dict[str, Any]:
-        """Flatten to ``{"train.optimizer.lr": 0.001, ...}`` (lists as JSON text).
+    class Params(_Section):
+        seed: int = 0
+        prepare: PrepareParams = Field(default_factory=PrepareParams)
+        train: TrainParams = Field(default_factory=TrainParams)
+        validate: ValidateParams = Field(default_factory=ValidateParams)
+        embed: EmbedParams = Field(default_factory=EmbedParams)
+        tracking: TrackingParams = Field(default_factory=TrackingParams)
 
-        >>> Params().flat()["train.optimizer.lr"]
-        0.001
-        """
-        return flatten(self.model_dump(mode="json"))
+        def flat(self) -> dict[str, Any]:
+            """Flatten to ``{"train.optimizer.lr": 0.001, ...}`` (lists as JSON text).
 
-    def short_hash(self) -> str:
-        """A short, stable hash of every parameter (a tag to find identical runs).
+            >>> Params().flat()["train.optimizer.lr"]
+            0.001
+            """
+            return flatten(self.model_dump(mode="json"))
 
-        >>> len(Params().short_hash())
-        10
-        """
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        def short_hash(self) -> str:
+            """A short, stable hash of every parameter (a tag to find identical runs).
+
+            >>> len(Params().short_hash())
+            10
+            """
+            text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+            return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -259,8 +264,9 @@ def _describe(error: dict[str, Any], source: str) -> str:
         if not close and known:
             hint = f" (known keys: {', '.join(known)})"
         return f"{source}: unknown key '{key}'{hint}"
-    got = error.get("input")
-    return f"{source}: {key}: {error['msg']} (got {got!r})"
+    if error["type"] == "value_error":
+        return f"{source}: {key}: {error['msg'].removeprefix('Value error, ')}"
+    return f"{source}: {key}: {error['msg']} (got {error.get('input')!r})"
 
 
 def parse_params(raw: dict[str, Any] | None, source: str = PARAMS_FILE) -> Params:

@@ -2,8 +2,10 @@
 
 from embedlab.data.datasets import DatasetQueryGallery, DatasetWithLabels, load_image
 from embedlab.data.manifest import Manifest, ManifestError, load_manifest
+from embedlab.data.samplers import BalanceSampler
 
 __all__ = [
+    "BalanceSampler",
     "DatasetQueryGallery",
     "DatasetWithLabels",
     "Manifest",
