@@ -1,0 +1,307 @@
+"""Pairwise distances and exact, chunked k-nearest-neighbour search.
+
+`knn` walks over the queries in chunks, computes one ``chunk x gallery`` block of
+distances with a single matrix product, keeps the top k of each row and drops the
+block, so memory stays bounded by the chunk size whatever the number of queries.
+
+Ordering contract of `knn`: for every query the returned neighbours are sorted by
+distance ascending, and items whose distances compare equal (as computed in float32)
+are ordered by gallery index ascending. This holds across the top-k boundary too: of
+several gallery items tied at the k-th distance, the ones with the smallest gallery
+indices are returned. The result is therefore deterministic and independent of
+``chunk_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedlab.errors import EmbedlabError
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "METRICS", "auto_chunk_size", "knn", "pairwise_dist"]
+
+Metric = Literal["euclidean", "cosine"]
+METRICS: tuple[str, ...] = ("euclidean", "cosine")
+
+#: Memory budget for one chunk's ``chunk x gallery`` float32 distance block.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+def pairwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
+    """Distances between every row of ``x1`` and every row of ``x2``.
+
+    For ``p == 2`` it uses :math:`\\|a-b\\|^2 = \\|a\\|^2 + \\|b\\|^2 - 2a\\cdot b` (one matrix
+    product, like ``torch.cdist``'s fast path), clamps the squared distance at 0 before
+    the square root and gives a zero (not NaN) gradient where the distance is 0, so it
+    is safe inside a loss. Other ``p`` fall back to ``torch.cdist``.
+
+    Args:
+        x1: ``[N, D]`` tensor.
+        x2: ``[M, D]`` tensor.
+        p: norm degree.
+
+    Returns:
+        ``[N, M]`` tensor of distances.
+
+    Example:
+        >>> a = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> pairwise_dist(a, a)
+        tensor([[0., 5.],
+                [5., 0.]])
+    """
+    if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
+        raise EmbedlabError(
+            f"pairwise_dist: expected [N, D] and [M, D] tensors, got {tuple(x1.shape)} "
+            f"and {tuple(x2.shape)}"
+        )
+    if p != 2:
+        return torch.cdist(x1, x2, p=p)
+    squared = (
+        x1.pow(2).sum(dim=1, keepdim=True) + x2.pow(2).sum(dim=1).unsqueeze(0) - 2 * (x1 @ x2.T)
+    )
+    positive = squared > 0
+    # sqrt'(0) is infinite: feed 1 where the distance is 0 and mask it out, so the
+    # gradient there is exactly 0 instead of NaN.
+    return torch.where(positive, squared, torch.ones_like(squared)).sqrt() * positive
+
+
+def auto_chunk_size(n_gallery: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Number of query rows whose float32 distance block to the gallery fits the budget.
+
+    Example:
+        >>> auto_chunk_size(100_000)
+        671
+        >>> auto_chunk_size(10**12)
+        1
+    """
+    return max(1, budget_bytes // (4 * max(1, n_gallery)))
+
+
+def knn(
+    queries: Tensor,
+    gallery: Tensor,
+    k: int,
+    *,
+    metric: Metric = "euclidean",
+    chunk_size: int | None = None,
+    query_ids: Tensor | None = None,
+    gallery_ids: Tensor | None = None,
+    query_sequence: Tensor | None = None,
+    gallery_sequence: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Exact k nearest gallery items of every query, never holding the full distance matrix.
+
+    Runs on the device of ``queries`` (CPU or GPU) and returns tensors there.
+
+    Distances: ``euclidean`` is :math:`\\|q-g\\|_2`; ``cosine`` is :math:`1-\\cos(q, g)`.
+    A gallery item is excluded for a query when ``gallery_ids[j] == query_ids[i]`` (the
+    query itself) or when both carry the same sequence code ``>= 0`` (``-1`` means "no
+    sequence"). Rows with fewer than ``k`` admissible items are padded with
+    ``distance=inf`` and ``index=-1``. Ties are ordered by gallery index ascending (see
+    the module docstring).
+
+    Args:
+        queries: ``[Q, D]`` query embeddings.
+        gallery: ``[G, D]`` gallery embeddings.
+        k: neighbours per query (may exceed ``G``; the surplus is padding).
+        metric: ``"euclidean"`` or ``"cosine"``.
+        chunk_size: query rows per block; ``None`` picks it from a 256 MiB budget.
+        query_ids, gallery_ids: integer ids, ``[Q]`` and ``[G]``, for self-exclusion.
+        query_sequence, gallery_sequence: integer sequence codes, ``-1`` for none.
+
+    Returns:
+        ``(distances [Q, k] float32, indices [Q, k] int64)``, indices into ``gallery``.
+
+    Example:
+        >>> g = torch.tensor([[0.0], [1.0], [1.0], [5.0]])
+        >>> q = torch.tensor([[1.0], [0.0]])
+        >>> d, i = knn(q, g, k=3, query_ids=torch.tensor([1, 9]), gallery_ids=torch.arange(4))
+        >>> i
+        tensor([[2, 0, 3],
+                [0, 1, 2]])
+        >>> d
+        tensor([[0., 1., 4.],
+                [0., 1., 1.]])
+        >>> knn(q[:1], g[:2], k=3)[1]
+        tensor([[ 1,  0, -1]])
+    """
+    _check_knn_inputs(queries, gallery, k, metric, chunk_size)
+    n_queries, n_gallery = queries.shape[0], gallery.shape[0]
+    device = queries.device
+    out_dist = torch.full((n_queries, k), math.inf, dtype=torch.float32, device=device)
+    out_idx = torch.full((n_queries, k), -1, dtype=torch.int64, device=device)
+    if n_queries == 0 or n_gallery == 0:
+        return out_dist, out_idx
+
+    g_aug = _augment(gallery.to(device), metric, side="gallery")
+    exclusions = [
+        _KeyMatcher(
+            query_ids, gallery_ids, "query_ids", n_queries, n_gallery, ignore_negative=False
+        ),
+        _KeyMatcher(
+            query_sequence, gallery_sequence, "sequence", n_queries, n_gallery, ignore_negative=True
+        ),
+    ]
+    rows_per_chunk = chunk_size or auto_chunk_size(n_gallery)
+    k_eff = min(k, n_gallery)
+    for start in range(0, n_queries, rows_per_chunk):
+        stop = min(start + rows_per_chunk, n_queries)
+        # One GEMM yields the full distance (squared for euclidean) thanks to augmentation.
+        block = _augment(queries[start:stop], metric, side="query") @ g_aug.T
+        for matcher in exclusions:
+            matcher.mask_out(block, start, stop)
+        dist, idx = _topk_stable(block, k_eff)
+        # Round-off can make a distance slightly negative; euclidean ones were squared.
+        dist = dist.clamp_(min=0)
+        if metric == "euclidean":
+            dist = dist.sqrt_()
+        idx[torch.isinf(dist)] = -1
+        out_dist[start:stop, :k_eff] = dist
+        out_idx[start:stop, :k_eff] = idx
+    return out_dist, out_idx
+
+
+def _check_knn_inputs(
+    queries: Tensor, gallery: Tensor, k: int, metric: str, chunk_size: int | None
+) -> None:
+    if metric not in METRICS:
+        raise EmbedlabError(f"knn: metric must be one of {METRICS}, got {metric!r}")
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise EmbedlabError(
+            f"knn: expected [Q, D] queries and [G, D] gallery, got {tuple(queries.shape)} "
+            f"and {tuple(gallery.shape)}"
+        )
+    if k < 1:
+        raise EmbedlabError(f"knn: k must be >= 1, got {k}")
+    if chunk_size is not None and chunk_size < 1:
+        raise EmbedlabError(f"knn: chunk_size must be >= 1 or None, got {chunk_size}")
+
+
+def _augment(x: Tensor, metric: str, *, side: Literal["query", "gallery"]) -> Tensor:
+    """Append columns so that ``augment(q, "query") @ augment(g, "gallery").T`` is the distance.
+
+    Euclidean: ``[q, |q|^2, 1] . [-2g, 1, |g|^2] = |q - g|^2``.
+    Cosine: ``[q/|q|, 1] . [-g/|g|, 1] = 1 - cos(q, g)``.
+    """
+    x = x.detach().to(torch.float32)
+    ones = torch.ones(x.shape[0], 1, device=x.device)
+    if metric == "cosine":
+        x = F.normalize(x, dim=1)
+        return torch.cat([x if side == "query" else -x, ones], dim=1)
+    norm = x.pow(2).sum(dim=1, keepdim=True)
+    if side == "query":
+        return torch.cat([x, norm, ones], dim=1)
+    return torch.cat([-2 * x, ones, norm], dim=1)
+
+
+class _KeyMatcher:
+    """Finds (query row, gallery column) pairs whose integer keys are equal.
+
+    The gallery keys are sorted once; each query's matches are a contiguous run in that
+    order, so the work is proportional to the number of matching pairs, not ``Q x G``.
+    """
+
+    def __init__(
+        self,
+        query_keys: Tensor | None,
+        gallery_keys: Tensor | None,
+        name: str,
+        n_queries: int,
+        n_gallery: int,
+        *,
+        ignore_negative: bool,
+    ) -> None:
+        self.active = query_keys is not None and gallery_keys is not None
+        if (query_keys is None) != (gallery_keys is None):
+            raise EmbedlabError(f"knn: pass both query and gallery {name}, or neither")
+        if not self.active:
+            return
+        assert query_keys is not None and gallery_keys is not None
+        if query_keys.shape != (n_queries,) or gallery_keys.shape != (n_gallery,):
+            raise EmbedlabError(
+                f"knn: {name} must have shapes [{n_queries}] and [{n_gallery}], got "
+                f"{tuple(query_keys.shape)} and {tuple(gallery_keys.shape)}"
+            )
+        self.query_keys = query_keys.to(torch.int64)
+        self.gallery_keys = gallery_keys.to(self.query_keys.device, torch.int64)
+        self.ignore_negative = ignore_negative
+        self.sorted_keys, self.order = torch.sort(self.gallery_keys, stable=True)
+
+    def mask_out(self, block: Tensor, start: int, stop: int) -> None:
+        """Set ``block[i - start, j] = inf`` for every matching pair in rows ``start:stop``."""
+        if not self.active:
+            return
+        keys = self.query_keys[start:stop]
+        lo = torch.searchsorted(self.sorted_keys, keys, side="left")
+        hi = torch.searchsorted(self.sorted_keys, keys, side="right")
+        counts = hi - lo
+        if self.ignore_negative:
+            counts[keys < 0] = 0
+        n_pairs = int(counts.sum())
+        if n_pairs == 0:
+            return
+        if n_pairs > block.numel() // 4:
+            # Huge groups: a dense comparison is cheaper than materialising the pairs.
+            dense = keys.unsqueeze(1) == self.gallery_keys.unsqueeze(0)
+            if self.ignore_negative:
+                dense &= (keys >= 0).unsqueeze(1)
+            block.masked_fill_(dense.to(block.device), math.inf)
+            return
+        device = keys.device
+        rows = torch.repeat_interleave(torch.arange(keys.shape[0], device=device), counts)
+        run_starts = torch.repeat_interleave(lo, counts)
+        first_of_row = torch.cumsum(counts, dim=0) - counts
+        offsets = torch.arange(n_pairs, device=device) - torch.repeat_interleave(
+            first_of_row, counts
+        )
+        cols = self.order[run_starts + offsets]
+        block[rows.to(block.device), cols.to(block.device)] = math.inf
+
+
+def _topk_stable(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Row-wise k smallest values, ordered by (value, column) ascending.
+
+    ``torch.topk`` picks arbitrarily among values tied at the k-th place. It is asked
+    for k + 1 values; rows whose (k+1)-th value equals the k-th (a tie across the
+    boundary) are redone exactly: every value below the k-th plus the leftmost columns
+    equal to it.
+    """
+    n_cols = block.shape[1]
+    probe = min(k + 1, n_cols)
+    values, indices = torch.topk(block, probe, dim=1, largest=False, sorted=True)
+    if probe > k:
+        kth = values[:, k - 1]
+        tied_rows = torch.nonzero((values[:, k] == kth) & torch.isfinite(kth)).squeeze(1)
+        values, indices = values[:, :k].contiguous(), indices[:, :k].contiguous()
+        # Bounded sub-batches: the exact path needs a few block-sized temporaries.
+        step = max(1, block.shape[0] // 4)
+        for start in range(0, tied_rows.shape[0], step):
+            rows = tied_rows[start : start + step]
+            cols = _leftmost_k_smallest(block[rows], kth[rows], k)
+            indices[rows] = cols
+            values[rows] = torch.gather(block[rows], 1, cols)
+    return _sort_by_value_then_index(values, indices)
+
+
+def _leftmost_k_smallest(sub: Tensor, kth: Tensor, k: int) -> Tensor:
+    """Columns of the k smallest values per row, ties at ``kth`` resolved leftmost first."""
+    threshold = kth.unsqueeze(1)
+    below = sub < threshold
+    need = k - below.sum(dim=1, keepdim=True)
+    equal = sub == threshold
+    rank_among_equal = torch.cumsum(equal, dim=1, dtype=torch.int32)
+    keep = below | (equal & (rank_among_equal <= need))
+    # nonzero is row-major, so each row yields exactly k columns in ascending order.
+    return torch.nonzero(keep)[:, 1].view(sub.shape[0], k)
+
+
+def _sort_by_value_then_index(values: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    by_index, perm = torch.sort(indices, dim=1)
+    values = torch.gather(values, 1, perm)
+    values, perm = torch.sort(values, dim=1, stable=True)
+    return values, torch.gather(by_index, 1, perm)

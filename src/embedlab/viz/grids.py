@@ -1,0 +1,321 @@
+"""Retrieval image grids: a query, its nearest gallery items and the ground truths it missed.
+
+Each row: the query (blue frame), its top-k gallery items (green frame when relevant,
+red when not, distance printed under each) and, after a gap, up to a few relevant
+gallery items that did not make the top k (grey frame). PIL only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from embedlab.errors import EmbedlabError
+
+if TYPE_CHECKING:
+    from embedlab.metrics.embedding_metrics import EmbeddingMetrics
+
+__all__ = [
+    "BACKGROUND_COLOR",
+    "CORRECT_COLOR",
+    "MISSED_COLOR",
+    "QUERY_COLOR",
+    "WRONG_COLOR",
+    "GridRow",
+    "build_grid_rows",
+    "draw_retrieval_grid",
+    "frame_width",
+    "render_validation_images",
+    "select_worst_queries",
+    "tile_box",
+]
+
+RGB = tuple[int, int, int]
+
+QUERY_COLOR: RGB = (0, 90, 255)
+CORRECT_COLOR: RGB = (0, 170, 0)
+WRONG_COLOR: RGB = (220, 0, 0)
+MISSED_COLOR: RGB = (128, 128, 128)
+BACKGROUND_COLOR: RGB = (255, 255, 255)
+TEXT_COLOR: RGB = (0, 0, 0)
+
+#: Space between tiles, height of the caption under a tile, gap before missed items.
+PAD = 4
+CAPTION_HEIGHT = 14
+MISSED_GAP = 16
+
+
+@dataclass
+class GridRow:
+    """One query's row: the query, its retrieved items and some missed ground truths."""
+
+    query: Image.Image
+    retrieved: list[Image.Image]
+    distances: list[float]
+    relevant: list[bool]
+    missed: list[Image.Image] = field(default_factory=list)
+    missed_distances: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not len(self.retrieved) == len(self.distances) == len(self.relevant):
+            raise EmbedlabError(
+                f"GridRow: retrieved, distances and relevant must have one entry per item, got "
+                f"{len(self.retrieved)}, {len(self.distances)} and {len(self.relevant)}"
+            )
+        if self.missed_distances and len(self.missed_distances) != len(self.missed):
+            raise EmbedlabError(
+                f"GridRow: missed_distances has {len(self.missed_distances)} entries for "
+                f"{len(self.missed)} missed items"
+            )
+
+
+def frame_width(cell: int) -> int:
+    """Frame thickness in pixels for a tile of ``cell`` pixels.
+
+    Example:
+        >>> frame_width(96)
+        4
+    """
+    return max(2, cell // 24)
+
+
+def tile_box(
+    row: int, column: int, n_retrieved_columns: int, cell: int = 96
+) -> tuple[int, int, int, int]:
+    """Pixel box ``(left, top, right, bottom)`` (right/bottom exclusive) of one tile.
+
+    Column 0 is the query, columns ``1..n_retrieved_columns`` the retrieved items, the
+    following ones the missed ground truths (shifted right by a gap).
+
+    Example:
+        >>> tile_box(0, 0, 5)
+        (4, 4, 100, 100)
+        >>> tile_box(1, 6, 5)
+        (620, 118, 716, 214)
+    """
+    left = PAD + column * (cell + PAD)
+    if column > n_retrieved_columns:
+        left += MISSED_GAP
+    top = PAD + row * (cell + CAPTION_HEIGHT + PAD)
+    return left, top, left + cell, top + cell
+
+
+def draw_retrieval_grid(rows: Sequence[GridRow], cell: int = 96) -> Image.Image:
+    """Draw the rows as one RGB image (see the module docstring for the layout).
+
+    Example:
+        >>> red, grey = Image.new("RGB", (40, 20), "red"), Image.new("L", (10, 10), 128)
+        >>> row = GridRow(red, [grey, red], [0.25, 1.5], [True, False], missed=[grey])
+        >>> grid = draw_retrieval_grid([row], cell=48)
+        >>> grid.size
+        (228, 70)
+        >>> grid.getpixel(tile_box(0, 1, 2, cell=48)[:2]) == CORRECT_COLOR
+        True
+    """
+    if not rows:
+        raise EmbedlabError("draw_retrieval_grid: no rows to draw")
+    if cell < 16:
+        raise EmbedlabError(f"draw_retrieval_grid: cell must be >= 16 pixels, got {cell}")
+    n_retrieved = max(len(r.retrieved) for r in rows)
+    n_missed = max(len(r.missed) for r in rows)
+    last_column = n_retrieved + n_missed
+    width = tile_box(0, last_column, n_retrieved, cell)[2] + PAD
+    height = tile_box(len(rows) - 1, 0, n_retrieved, cell)[3] + CAPTION_HEIGHT + PAD
+    canvas = Image.new("RGB", (width, height), BACKGROUND_COLOR)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for row_number, row in enumerate(rows):
+        tiles: list[tuple[Image.Image, RGB, str]] = [(row.query, QUERY_COLOR, "query")]
+        for image, distance, relevant in zip(
+            row.retrieved, row.distances, row.relevant, strict=True
+        ):
+            tiles.append((image, CORRECT_COLOR if relevant else WRONG_COLOR, f"{distance:.3f}"))
+        for column, (image, color, caption) in enumerate(tiles):
+            _draw_tile(
+                canvas,
+                draw,
+                font,
+                tile_box(row_number, column, n_retrieved, cell),
+                image,
+                color,
+                caption,
+            )
+        for offset, image in enumerate(row.missed):
+            caption = f"GT {row.missed_distances[offset]:.3f}" if row.missed_distances else "GT"
+            box = tile_box(row_number, n_retrieved + 1 + offset, n_retrieved, cell)
+            _draw_tile(canvas, draw, font, box, image, MISSED_COLOR, caption)
+    return canvas
+
+
+def _draw_tile(
+    canvas: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    box: tuple[int, int, int, int],
+    image: Image.Image,
+    color: RGB,
+    caption: str,
+) -> None:
+    left, top, right, bottom = box
+    cell = right - left
+    frame = frame_width(cell)
+    inner = cell - 2 * frame
+    thumbnail = image.convert("RGB")
+    thumbnail.thumbnail((inner, inner))
+    if thumbnail.width < inner and thumbnail.height < inner:
+        scale = inner / max(thumbnail.width, thumbnail.height)
+        size = (max(1, round(thumbnail.width * scale)), max(1, round(thumbnail.height * scale)))
+        thumbnail = thumbnail.resize(size, Image.Resampling.NEAREST)
+    draw.rectangle((left, top, right - 1, bottom - 1), fill=color)
+    draw.rectangle(
+        (left + frame, top + frame, right - 1 - frame, bottom - 1 - frame), fill=BACKGROUND_COLOR
+    )
+    canvas.paste(
+        thumbnail,
+        (
+            left + frame + (inner - thumbnail.width) // 2,
+            top + frame + (inner - thumbnail.height) // 2,
+        ),
+    )
+    if caption:
+        text_width = draw.textlength(caption, font=font)
+        draw.text((left + (cell - text_width) / 2, bottom + 1), caption, fill=TEXT_COLOR, font=font)
+
+
+def _parse_metric_name(metric: EmbeddingMetrics, by: str) -> torch.Tensor:
+    name, _, k_text = by.partition("@")
+    if not metric.metrics_unreduced:
+        raise EmbedlabError("call compute_metrics() before selecting queries")
+    available = [
+        f"{m}@{k}"
+        for m, per_k in metric.metrics_unreduced["OVERALL"].items()
+        if isinstance(per_k, dict)
+        for k in per_k
+        if m != "pcf"
+    ]
+    per_k = metric.metrics_unreduced["OVERALL"].get(name) if name != "pcf" else None
+    if not k_text.isdigit() or not isinstance(per_k, dict) or int(k_text) not in per_k:
+        raise EmbedlabError(
+            f"worst_by {by!r} is not a computed per-query metric; choose one of {available}"
+        )
+    return per_k[int(k_text)]
+
+
+def select_worst_queries(metric: EmbeddingMetrics, by: str = "map@5", n: int = 5) -> list[int]:
+    """Query numbers (positions among the queries) of the ``n`` worst valid queries.
+
+    Worst first by the per-query value of ``by`` (``"cmc@1"``, ``"precision@5"``,
+    ``"map@5"``...); equal values keep query order. Queries with no relevant gallery item
+    are never selected.
+
+    Example:
+        >>> from embedlab.metrics import EmbeddingMetrics
+        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
+        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
+        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
+        >>> _ = metric.compute_metrics()
+        >>> select_worst_queries(metric, "map@2", n=2)  # map@2 per query: 1, 0.5, 0, 1
+        [2, 1]
+    """
+    values = _parse_metric_name(metric, by)
+    valid_numbers = torch.nonzero(metric.valid_queries).squeeze(1)
+    order = torch.sort(values, stable=True).indices
+    return valid_numbers[order[:n]].tolist()
+
+
+def build_grid_rows(
+    metric: EmbeddingMetrics,
+    query_numbers: Sequence[int],
+    load_image: Callable[[int], Image.Image],
+    top_k: int = 5,
+    n_missed: int = 2,
+) -> list[GridRow]:
+    """Rows for `draw_retrieval_grid` from a computed `EmbeddingMetrics`.
+
+    Args:
+        metric: an `EmbeddingMetrics` after ``compute_metrics()``.
+        query_numbers: positions among the queries (not rows of the data).
+        load_image: image of a row of the accumulated data (e.g. from ``metric.extra["paths"]``).
+        top_k: retrieved items per row (at most the K the metric searched).
+        n_missed: relevant items outside the top k to show, nearest first.
+
+    Example:
+        >>> from embedlab.metrics import EmbeddingMetrics
+        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
+        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
+        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
+        >>> _ = metric.compute_metrics()
+        >>> [row] = build_grid_rows(metric, [2], lambda p: Image.new("RGB", (8, 8)), top_k=2)
+        >>> row.distances, row.relevant, row.missed_distances
+        ([0.5, 1.5], [False, False], [1.5])
+    """
+    rows = []
+    for number in query_numbers:
+        if not 0 <= number < len(metric.query_positions):
+            raise EmbedlabError(
+                f"query number {number} is out of range [0, {len(metric.query_positions)})"
+            )
+        found = metric.knn_indices[number, :top_k] >= 0
+        positions = metric.knn_indices[number, :top_k][found].tolist()
+        distances = metric.knn_distances[number, :top_k][found].tolist()
+        relevant = metric.relevance[number, :top_k][found].tolist()
+        missed_positions, missed_distances = metric.relevant_gallery(number)
+        shown = set(positions)
+        not_shown = [i for i, p in enumerate(missed_positions.tolist()) if p not in shown][
+            :n_missed
+        ]
+        rows.append(
+            GridRow(
+                query=load_image(int(metric.query_positions[number])),
+                retrieved=[load_image(p) for p in positions],
+                distances=distances,
+                relevant=relevant,
+                missed=[load_image(int(missed_positions[i])) for i in not_shown],
+                missed_distances=[float(missed_distances[i]) for i in not_shown],
+            )
+        )
+    return rows
+
+
+def render_validation_images(
+    metric: EmbeddingMetrics,
+    load_image: Callable[[int], Image.Image],
+    n_queries: int = 5,
+    n_worst: int = 5,
+    worst_by: str = "map@5",
+    top_k: int = 5,
+) -> dict[str, Image.Image]:
+    """The validation pictures: ``{"predictions": ..., "worst_queries": ...}``.
+
+    ``predictions`` shows the first ``n_queries`` valid queries (deterministic across
+    epochs, so the images are comparable); ``worst_queries`` the ``n_worst`` lowest by
+    ``worst_by``. A grid with nothing to show (no valid query, or ``n == 0``) is omitted.
+
+    Example:
+        >>> from embedlab.metrics import EmbeddingMetrics
+        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
+        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
+        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
+        >>> _ = metric.compute_metrics()
+        >>> blank = lambda position: Image.new("RGB", (8, 8))
+        >>> images = render_validation_images(metric, blank, worst_by="map@2")
+        >>> {name: image.size for name, image in images.items()}
+        {'predictions': (420, 460), 'worst_queries': (420, 460)}
+    """
+    images: dict[str, Image.Image] = {}
+    valid_numbers = torch.nonzero(metric.valid_queries).squeeze(1).tolist()
+    first = valid_numbers[:n_queries]
+    if first:
+        images["predictions"] = draw_retrieval_grid(
+            build_grid_rows(metric, first, load_image, top_k)
+        )
+    worst = select_worst_queries(metric, worst_by, n_worst) if n_worst > 0 else []
+    if worst:
+        images["worst_queries"] = draw_retrieval_grid(
+            build_grid_rows(metric, worst, load_image, top_k)
+        )
+    return images

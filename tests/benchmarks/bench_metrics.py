@@ -1,0 +1,160 @@
+"""Time and peak memory of EmbeddingMetrics against a bare kNN floor measured in the same run.
+
+Usage::
+
+    python tests/benchmarks/bench_metrics.py [--n 20000 100000] [--dim 384]
+
+For every N it builds clustered synthetic embeddings (N items, each both query and
+gallery, N/10 labels of 10 items, 5 categories) and measures, each in a fresh
+subprocess so that peak RSS values do not contaminate each other:
+
+- ``metrics``: ``EmbeddingMetrics.update_data`` over batches + ``compute_metrics``
+  (default cut-offs cmc@1/5, precision@5, map@5, pcf@0.5, exact chunked kNN);
+- ``floor``: the same chunked matrix product + ``torch.topk`` alone, no metric logic.
+
+Peak RSS is the process high-water mark (``VmHWM``), which includes the interpreter,
+torch and the synthetic data; ``base`` is the resident size right before the
+measured part. Targets at N = 100,000: peak RSS <= 2 GiB and time <= 1.2x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+BATCH_SIZE = 1024
+N_CATEGORIES = 5
+ITEMS_PER_LABEL = 10
+#: Per-coordinate noise (x 1/sqrt(dim)) around unit-norm label centres; cmc@1 ~0.9 at 5k.
+NOISE = 2.2
+
+
+def read_status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field in KiB (e.g. ``VmHWM``, ``VmRSS``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def make_data(n_items: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clustered unit-norm embeddings and their labels, built in place chunk by chunk."""
+    generator = torch.Generator().manual_seed(seed)
+    n_labels = max(1, n_items // ITEMS_PER_LABEL)
+    centres = torch.nn.functional.normalize(torch.randn(n_labels, dim, generator=generator), dim=1)
+    labels = torch.arange(n_items) % n_labels
+    embeddings = torch.empty(n_items, dim)
+    for start in range(0, n_items, 8192):
+        stop = min(start + 8192, n_items)
+        noise = torch.randn(stop - start, dim, generator=generator) * (NOISE / dim**0.5)
+        embeddings[start:stop] = torch.nn.functional.normalize(
+            centres[labels[start:stop]] + noise, dim=1
+        )
+    return embeddings, labels
+
+
+def run_metrics(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    from embedlab.metrics import EmbeddingMetrics
+
+    n_items = embeddings.shape[0]
+    categories = [f"cat{int(label) % N_CATEGORIES}" for label in labels]
+    metric = EmbeddingMetrics().setup(num_samples=n_items)
+    for start in range(0, n_items, BATCH_SIZE):
+        stop = min(start + BATCH_SIZE, n_items)
+        metric.update_data(
+            {
+                "embeddings": embeddings[start:stop],
+                "labels": labels[start:stop],
+                "is_query": torch.ones(stop - start, dtype=torch.bool),
+                "is_gallery": torch.ones(stop - start, dtype=torch.bool),
+                "categories": categories[start:stop],
+                "idx": torch.arange(start, stop),
+            }
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = metric.compute_metrics()
+    overall = result["OVERALL"]
+    return {
+        "cmc@1": overall["cmc"][1],
+        "map@5": overall["map"][5],
+        "pcf@0.5": overall["pcf"].get(0.5, float("nan")),
+    }
+
+
+def run_floor(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Chunked ``q @ g.T`` + top-k with the chunk size knn would pick; nothing else."""
+    from embedlab.retrieval import auto_chunk_size
+
+    del labels
+    k = 5
+    rows = auto_chunk_size(embeddings.shape[0])
+    checksum = 0
+    for start in range(0, embeddings.shape[0], rows):
+        block = embeddings[start : start + rows] @ embeddings.T
+        checksum += int(torch.topk(block, k, dim=1).indices[:, -1].sum())
+    return {"checksum": float(checksum)}
+
+
+def worker(kind: str, n_items: int, dim: int) -> None:
+    import embedlab.metrics  # noqa: F401  (import time is not part of the measurement)
+
+    embeddings, labels = make_data(n_items, dim)
+    base_kib = read_status_kib("VmRSS")
+    started = time.perf_counter()
+    info = run_metrics(embeddings, labels) if kind == "metrics" else run_floor(embeddings, labels)
+    seconds = time.perf_counter() - started
+    peak_kib = read_status_kib("VmHWM")
+    print(json.dumps({"seconds": seconds, "peak_kib": peak_kib, "base_kib": base_kib, **info}))
+
+
+def measure(kind: str, n_items: int, dim: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--worker", kind, "--n", str(n_items), "--dim", str(dim)]
+    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--worker", choices=["metrics", "floor"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.n[0], args.dim)
+        return
+
+    gib = 2**20  # KiB per GiB
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dim={args.dim}")
+    header = f"{'N':>8} {'run':>8} {'time s':>9} {'peak RSS GiB':>13} {'base GiB':>9}  notes"
+    print(header)
+    for n_items in args.n:
+        floor = measure("floor", n_items, args.dim)
+        metrics = measure("metrics", n_items, args.dim)
+        for name, row in (("floor", floor), ("metrics", metrics)):
+            notes = (
+                f"cmc@1={row['cmc@1']:.4f} map@5={row['map@5']:.4f} pcf@0.5={row['pcf@0.5']:.4f}"
+                if name == "metrics"
+                else ""
+            )
+            print(
+                f"{n_items:>8} {name:>8} {row['seconds']:>9.2f} {row['peak_kib'] / gib:>13.3f} "
+                f"{row['base_kib'] / gib:>9.3f}  {notes}"
+            )
+        time_ratio = metrics["seconds"] / floor["seconds"]
+        rss_ratio = metrics["peak_kib"] / floor["peak_kib"]
+        print(
+            f"{n_items:>8} {'ratio':>8} {time_ratio:>9.3f}x {rss_ratio:>12.3f}x"
+            f"  (targets at 100k: time <= 1.2x floor, peak RSS <= 2 GiB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
