@@ -166,9 +166,16 @@ class EmbedParams(_Section):
 # --- tracking ------------------------------------------------------------------------------
 class MlflowParams(_Section):
     tracking_uri: str | None = None
-    """Default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the repo root."""
+    """Default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///<repo root>/mlflow.db``."""
     register_model: bool = False
+    """Also register ``models/extractor.safetensors`` as a version of ``registered_model_name``."""
     registered_model_name: str = "embedlab-extractor"
+    flush_every: int = Field(25, ge=1)
+    """Send buffered step metrics in one ``log_batch`` every n steps (on a background thread)."""
+    request_timeout: float = Field(10.0, gt=0.0)
+    """Seconds per HTTP request to a remote server (``MLFLOW_HTTP_REQUEST_TIMEOUT`` wins)."""
+    max_retries: int = Field(1, ge=0)
+    """HTTP retries before a request fails (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` wins)."""
 
 
 class WandbParams(_Section):
@@ -176,11 +183,21 @@ class WandbParams(_Section):
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None
     """Default: ``WANDB_MODE`` or offline."""
+    init_timeout: float = Field(20.0, gt=0.0)
+    """Seconds ``wandb.init`` may take before the backend is skipped."""
 
 
 class NeptuneParams(_Section):
     project: str = "embedlab/embedlab"
     mode: Literal["async", "sync", "offline", "debug", "read-only"] = "offline"
+    """``offline``/``debug``: no server; ``async``: a self-hosted one (``NEPTUNE_API_TOKEN``)."""
+    start_timeout: float = Field(20.0, gt=0.0)
+    """Seconds opening the run may take before the backend is skipped."""
+
+
+class DvcliveParams(_Section):
+    dir: str = "dvclive"
+    """Each stage writes ``<dir>/<stage>/`` (a stage owns its outputs in DVC)."""
 
 
 class TrackingParams(_Section):
@@ -193,6 +210,7 @@ class TrackingParams(_Section):
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
     neptune: NeptuneParams = Field(default_factory=NeptuneParams)
+    dvclive: DvcliveParams = Field(default_factory=DvcliveParams)
 
 
 with warnings.catch_warnings():

@@ -11,16 +11,21 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedlab.io import read_json, write_json
 from embedlab.tracking.base import RunInfo, Tracker, TrackerError, TrackerHub
+from embedlab.tracking.secrets import redact, redact_mapping
 
 if TYPE_CHECKING:
     from embedlab.config import Params
 
 BACKENDS: dict[str, str] = {
     "tensorboard": "embedlab.tracking.tensorboard:TensorBoardTracker",
+    "mlflow": "embedlab.tracking.mlflow:MlflowTracker",
+    "wandb": "embedlab.tracking.wandb:WandbTracker",
+    "neptune": "embedlab.tracking.neptune:NeptuneTracker",
+    "dvclive": "embedlab.tracking.dvclive:DvcliveTracker",
     "csv": "embedlab.tracking.csv:CsvTracker",
 }
 """Backend name -> ``module:class``; imported only when used."""
@@ -36,6 +41,40 @@ def backend_class(name: str) -> type[Tracker]:
     """
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+class _Unavailable(Tracker):
+    """A backend whose client cannot be imported: fails at start, like a dead server."""
+
+    def __init__(self, name: str, error: ImportError, params: Params, root: Path) -> None:
+        super().__init__(params, root)
+        self.name = name
+        self.error = error
+
+    def start(self, run: RunInfo) -> str:
+        raise self.error
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        raise self.error
+
+    def log_image(self, key: str, image: Any, step: int) -> None:
+        raise self.error
+
+    def finish(self) -> None:
+        pass
+
+
+def build_tracker(name: str, params: Params, root: Path) -> Tracker:
+    """An instance of the backend ``name``; a missing client becomes a start failure.
+
+    >>> from embedlab.config import Params
+    >>> build_tracker("csv", Params(), Path(".")).name
+    'csv'
+    """
+    try:
+        return backend_class(name)(params, root)
+    except ImportError as exc:  # e.g. the `trackers` extra is not installed
+        return _Unavailable(name, exc, params, root)
 
 
 def git_commit(root: Path) -> str:
@@ -55,22 +94,22 @@ def run_info(params: Params, root: Path, stage: str) -> RunInfo:
     run_name = exp_name or time.strftime("run-%Y%m%d-%H%M%S")
     tags = {
         "git_commit": git_commit(root),
-        "dvc_exp_name": exp_name,
+        "dvc_exp_name": redact(exp_name),
         "params_hash": params.short_hash(),
     }
-    return RunInfo(run_name=run_name, params=params.flat(), tags=tags, stage=stage)
+    return RunInfo(
+        run_name=redact(run_name), params=redact_mapping(params.flat()), tags=tags, stage=stage
+    )
 
 
-def open_trackers(
-    params: Params, root: Path, stage: str, resume: bool = False
-) -> TrackerHub:
+def open_trackers(params: Params, root: Path, stage: str, resume: bool = False) -> TrackerHub:
     """Build and start the configured trackers.
 
     With ``resume`` (validate, embed), runs listed in ``reports/run.json`` are reopened
     so one experiment stays one run; backends with no recorded id start a new run.
     """
     names = dict.fromkeys(params.tracking.loggers)  # keep order, drop repeats
-    hub = TrackerHub([backend_class(n)(params, root) for n in names], strict=params.tracking.strict)
+    hub = TrackerHub([build_tracker(n, params, root) for n in names], strict=params.tracking.strict)
     run_ids = read_run_ids(root) if resume else {}
     hub.start(run_info(params, root, stage), run_ids)
     return hub

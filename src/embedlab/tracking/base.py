@@ -7,6 +7,7 @@ their ids to ``reports/run.json``; ``validate`` and ``embed`` resume them by id.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedlab.errors import EmbedlabError
+from embedlab.tracking.secrets import redact
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,6 +28,38 @@ log = logging.getLogger(__name__)
 
 class TrackerError(EmbedlabError):
     """A tracker failed and ``tracking.strict`` is on."""
+
+
+def call_with_timeout(fn: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Return ``fn()``, or raise :class:`TimeoutError` if it takes longer than ``seconds``.
+
+    Clients that retry for minutes against a dead server (opening a run, the final flush)
+    run on a daemon thread, so a stuck call is abandoned rather than waited for.
+
+    >>> call_with_timeout(lambda: 42, 1.0, "answer")
+    42
+    >>> import time
+    >>> call_with_timeout(lambda: time.sleep(1), 0.05, "nap")
+    Traceback (most recent call last):
+    ...
+    TimeoutError: nap did not finish within 0.05 s
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"embedlab-{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} did not finish within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 @dataclass
@@ -112,7 +146,7 @@ class TrackerHub:
                 self._fail(tracker, what, exc)
 
     def _fail(self, tracker: Tracker, what: str, exc: BaseException) -> None:
-        cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        cause = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300])
         message = f"tracker '{tracker.name}' failed during {what} ({cause})"
         if self.strict:
             raise TrackerError(message + "; tracking.strict is true") from exc

@@ -36,7 +36,9 @@ class HubLogger(Logger):
         return ",".join(f"{k}={v}" for k, v in self.hub.run_ids.items()) or "0"
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """Params are logged once by the stage from params.yaml, not from the module."""
 
     @rank_zero_only
