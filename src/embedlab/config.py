@@ -161,6 +161,11 @@ class EmbedParams(_Section):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
     index: Literal["exact", "faiss"] = "exact"
+    """``faiss`` also builds ``data/embeddings/index.faiss`` (for large galleries)."""
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    """Distance the search uses (keep it equal to ``validate.distance``)."""
+    faiss_factory: str = "Flat"
+    """``faiss.index_factory`` string: ``Flat`` is exact; ``IVF1024,Flat``, ``HNSW32`` approximate."""
 
 
 # --- tracking ------------------------------------------------------------------------------

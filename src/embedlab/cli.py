@@ -1,0 +1,221 @@
+"""The ``embedlab`` command line: ``embedlab search ...``, ``embedlab export ...``.
+
+Each subcommand is one entry of :data:`COMMANDS`: a function that declares its arguments
+and one that runs it. User errors (:class:`embedlab.errors.EmbedlabError`) print one
+line ``error: ...`` and exit with status 2, like the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from embedlab.errors import EmbedlabError
+
+__all__ = ["COMMANDS", "build_parser", "format_table", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, its arguments and what it does."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------------------- search
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    from embedlab.retrieval.searcher import GALLERY_CHOICES
+
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="query images or folders of them")
+    parser.add_argument("-k", "--top-k", type=int, default=5, help="neighbours per query (5)")
+    parser.add_argument(
+        "--gallery",
+        choices=GALLERY_CHOICES,
+        default="all",
+        help="rows to search: all, the is_gallery rows, or one split (all)",
+    )
+    parser.add_argument("--out", type=Path, help="also draw the retrieval grid into this PNG")
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        default=Path("data/embeddings"),
+        help="the embed stage's folder (data/embeddings)",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="the extractor's folder (default: models/ beside data/)",
+    )
+    parser.add_argument(
+        "--index",
+        choices=("exact", "faiss"),
+        default=None,
+        help="index to search (default: the one embed.index built)",
+    )
+    parser.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="skip a query's own row when the query is an image of the dataset",
+    )
+    parser.add_argument(
+        "--max-grid-rows", type=int, default=32, help="queries drawn in --out at most (32)"
+    )
+
+
+def format_table(result: object, query: int, out: TextIO) -> None:
+    """Print one query's neighbours as ``rank  path  label  distance`` columns.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from embedlab.retrieval.searcher import SearchResult
+        >>> r = SearchResult(["q.png"], np.array([[4, -1]]), np.array([[0.5, np.inf]]),
+        ...                  np.array([[7, -1]]), [["a/b.png", ""]], [["/d/a/b.png", ""]])
+        >>> buffer = io.StringIO(); format_table(r, 0, buffer); print(buffer.getvalue().strip())
+        query: q.png
+        rank  path     label  distance
+           1  a/b.png      7    0.5000
+    """
+    from embedlab.retrieval.searcher import SearchResult
+
+    assert isinstance(result, SearchResult)
+    found = [r for r in range(result.ids.shape[1]) if result.ids[query, r] >= 0]
+    paths = [result.paths[query][r] for r in found]
+    width = max([len("path"), *(len(p) for p in paths)])
+    out.write(f"query: {result.queries[query]}\n")
+    out.write(f"rank  {'path':<{width}}  label  distance\n")
+    for rank, path in zip(found, paths, strict=True):
+        label, distance = int(result.labels[query, rank]), float(result.distances[query, rank])
+        out.write(f"{rank + 1:>4}  {path:<{width}}  {label:>5}  {distance:>8.4f}\n")
+    if not found:
+        out.write("(no gallery item)\n")
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from embedlab.retrieval.searcher import Searcher, expand_image_paths
+
+    if args.top_k < 1:
+        raise EmbedlabError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.out is not None and args.out.suffix.lower() != ".png":
+        raise EmbedlabError(f"--out {args.out}: the grid is written as PNG, name it *.png")
+    queries = expand_image_paths(args.paths)
+    searcher = Searcher.load(
+        args.embeddings, gallery=args.gallery, model_dir=args.models, index=args.index
+    )
+    result = searcher.search(
+        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self
+    )
+    for number in range(len(queries)):
+        if number:
+            sys.stdout.write("\n")
+        format_table(result, number, sys.stdout)
+    if args.out is not None:
+        _write_grid(result, queries, args.out, args.max_grid_rows)
+        sys.stdout.write(f"\ngrid written to {args.out}\n")
+    return 0
+
+
+def _write_grid(result: object, queries: Sequence[Path], out: Path, max_rows: int) -> None:
+    """The validation pictures' drawing: query, then top-k framed green/red with distances.
+
+    A frame is green when the item has the query's label; for a query that is not an
+    image of the dataset (label unknown) every retrieved frame is green.
+    """
+    from embedlab.data.datasets import load_image
+    from embedlab.io import atomic_path
+    from embedlab.retrieval.searcher import SearchResult
+    from embedlab.viz import GridRow, draw_retrieval_grid
+
+    assert isinstance(result, SearchResult)
+    if len(queries) > max_rows:
+        sys.stderr.write(f"warning: drawing the first {max_rows} of {len(queries)} queries\n")
+    rows = []
+    for number, query in enumerate(queries[:max_rows]):
+        found = [r for r in range(result.ids.shape[1]) if result.ids[number, r] >= 0]
+        query_label = result.query_labels[number] if result.query_labels else None
+        rows.append(
+            GridRow(
+                query=load_image(str(query)),
+                retrieved=[load_image(result.files[number][r]) for r in found],
+                distances=[float(result.distances[number, r]) for r in found],
+                relevant=[
+                    query_label is None or int(result.labels[number, r]) == query_label
+                    for r in found
+                ],
+            )
+        )
+    grid = draw_retrieval_grid(rows)
+    with atomic_path(out) as tmp:
+        grid.save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------------------- export
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from embedlab.models.export import DEFAULT_NAMES, FORMATS
+
+    parser.add_argument("--format", choices=FORMATS, default="onnx", dest="fmt", help="(onnx)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output file (default: <models>/{DEFAULT_NAMES['onnx']} or .../"
+        f"{DEFAULT_NAMES['torchscript']})",
+    )
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="extractor folder (models)"
+    )
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from embedlab.models.export import export_extractor
+
+    path = export_extractor(args.models, args.fmt, args.out)
+    sys.stdout.write(f"exported {args.fmt} extractor to {path}\n")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "search": Command("search the embeddings with images", _search_arguments, _run_search),
+    "export": Command(
+        "export the extractor for serving (ONNX, TorchScript)", _export_arguments, _run_export
+    ),
+}
+"""Subcommands by name; a new one is one more entry."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``embedlab`` parser with one subparser per :data:`COMMANDS` entry.
+
+    Example:
+        >>> args = build_parser().parse_args(["search", "q.png", "--top-k", "3"])
+        >>> args.command, args.paths, args.top_k, args.gallery
+        ('search', ['q.png'], 3, 'all')
+    """
+    parser = argparse.ArgumentParser(
+        prog="embedlab", description="Search embeddings and export extractors (see docs/search.md)."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``embedlab`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except EmbedlabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Export the trained extractor for serving: ONNX or TorchScript.
+
+The exported graph takes a ``[batch, 3, H, W]`` float tensor preprocessed as at training
+time (resize, scale to [0, 1], normalise with the saved mean/std, see
+:func:`embedlab.data.transforms.eval_transform`) and returns ``[batch, dim]``
+embeddings (L2-normalised when the extractor normalises). The batch size is dynamic.
+The extractor's config (``extractor.json``: arch, preprocessing, feature size) travels
+inside the file: ONNX ``metadata_props["embedlab.extractor"]``, TorchScript extra file
+``extractor.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from embedlab.errors import EmbedlabError
+from embedlab.io import atomic_path
+from embedlab.models.extractor import EXTRACTOR_CONFIG, TimmExtractor, load_extractor
+
+__all__ = ["DEFAULT_NAMES", "FORMATS", "export_extractor", "export_onnx", "export_torchscript"]
+
+Format = Literal["onnx", "torchscript"]
+FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+DEFAULT_NAMES: dict[str, str] = {"onnx": "extractor.onnx", "torchscript": "extractor.pt"}
+"""File written into the models folder when no output path is given."""
+
+INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
+METADATA_KEY = "embedlab.extractor"
+
+
+def _example_input(model: TimmExtractor, batch: int = 2) -> torch.Tensor:
+    channels, height, width = model.preprocessing["input_size"]
+    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(model: TimmExtractor, path: str | Path, opset: int = 18) -> Path:
+    """Write ``model`` as an ONNX file with a dynamic batch axis, atomically.
+
+    Example:
+        >>> import tempfile, pathlib, onnxruntime
+        >>> model = TimmExtractor("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=1,
+        ...                       embed_dim=32, num_heads=2).eval()
+        >>> path = export_onnx(model, pathlib.Path(tempfile.mkdtemp()) / "m.onnx")
+        >>> session = onnxruntime.InferenceSession(str(path))
+        >>> session.run(None, {"images": _example_input(model, 3).numpy()})[0].shape
+        (3, 32)
+    """
+    import onnx
+
+    path = Path(path)
+    model = model.eval()
+    example = _example_input(model)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter (deprecations, fallbacks)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+        if program is None:  # pragma: no cover - dynamo=True always returns a program
+            raise EmbedlabError("ONNX export produced nothing")
+        program.save(str(tmp), external_data=False)
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(model.config())
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def export_torchscript(model: TimmExtractor, path: str | Path) -> Path:
+    """Write ``model`` as a traced TorchScript module (``torch.jit.load`` reads it), atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> model = TimmExtractor("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=1,
+        ...                       embed_dim=32, num_heads=2).eval()
+        >>> path = export_torchscript(model, pathlib.Path(tempfile.mkdtemp()) / "m.pt")
+        >>> torch.jit.load(str(path))(_example_input(model, 3)).shape
+        torch.Size([3, 32])
+    """
+    path = Path(path)
+    model = model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, deprecations
+        traced = torch.jit.trace(model, _example_input(model), check_trace=False)
+        traced = torch.jit.freeze(traced)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save's deprecation notice
+        torch.jit.save(
+            traced, str(tmp), _extra_files={EXTRACTOR_CONFIG: json.dumps(model.config())}
+        )
+    return path
+
+
+def export_extractor(
+    model_dir: str | Path = "models", fmt: str = "onnx", out: str | Path | None = None
+) -> Path:
+    """Export the extractor saved in ``model_dir``; return the written file.
+
+    Args:
+        model_dir: folder with ``extractor.safetensors`` and ``extractor.json``.
+        fmt: ``onnx`` or ``torchscript``.
+        out: output file; default ``<model_dir>/extractor.onnx`` or ``extractor.pt``.
+    """
+    if fmt not in FORMATS:
+        raise EmbedlabError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    model = load_extractor(model_dir)
+    target = Path(out) if out is not None else Path(model_dir) / DEFAULT_NAMES[fmt]
+    if target.is_dir():
+        target = target / DEFAULT_NAMES[fmt]
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise EmbedlabError(
+                "ONNX export needs onnx and onnxscript: pip install 'embedlab[export]'"
+            ) from None
+        return export_onnx(model, target)
+    return export_torchscript(model, target)

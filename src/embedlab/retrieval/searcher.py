@@ -1,0 +1,450 @@
+"""Search the embeddings written by the ``embed`` stage with images or embeddings.
+
+::
+
+    from embedlab import Searcher
+
+    searcher = Searcher.load("data/embeddings", gallery="validation")
+    result = searcher.search(["query.jpg"], k=5)   # image files, PIL images or embeddings
+    result.ids, result.paths, result.distances     # [Q, k] each
+    print(result.to_frame())
+
+Images are decoded and preprocessed exactly as at training time: the extractor and its
+preprocessing come from ``models/extractor.json`` (:func:`embedlab.models.load_extractor`
+and :func:`embedlab.data.transforms.eval_transform`), and it must be the extractor that
+produced the embeddings (checked against ``info.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from embedlab.errors import EmbedlabError
+from embedlab.io import read_json
+from embedlab.retrieval.index import ExactIndex, FaissIndex
+
+__all__ = [
+    "GALLERY_CHOICES",
+    "IMAGE_SUFFIXES",
+    "SearchResult",
+    "Searcher",
+    "expand_image_paths",
+    "file_sha256",
+]
+
+EMBEDDINGS_FILE = "embeddings.npy"
+ITEMS_FILE = "items.parquet"
+INFO_FILE = "info.json"
+FAISS_INDEX_FILE = "index.faiss"
+
+GALLERY_CHOICES = ("all", "gallery", "train", "validation")
+"""``all`` rows, the ``is_gallery`` rows, or the rows of one split."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+Query = str | os.PathLike[str] | Image.Image
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x"
+        >>> _ = p.write_bytes(b"abc")
+        >>> file_sha256(p)[:12]
+        'ba7816bf8f01'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expand_image_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders replaced by their image files (recursively, sorted).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "b").mkdir(); _ = (root / "b" / "2.png").write_bytes(b"")
+        >>> _ = (root / "1.jpg").write_bytes(b""); _ = (root / "notes.txt").write_text("")
+        >>> [p.relative_to(root).as_posix() for p in expand_image_paths([root])]
+        ['1.jpg', 'b/2.png']
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise EmbedlabError(
+                    f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise EmbedlabError(f"{path}: no such file or folder")
+    return out
+
+
+@dataclass
+class SearchResult:
+    """Neighbours of each query, nearest first; missing neighbours are padded.
+
+    Attributes:
+        queries: a name per query (its path, or ``embedding <i>``).
+        ids: ``[Q, k]`` manifest row ids (``row_id`` of ``items.parquet``), ``-1`` = none.
+        distances: ``[Q, k]`` float32, ``inf`` where there is no neighbour.
+        labels: ``[Q, k]`` labels, ``-1`` where there is no neighbour.
+        paths: per query, the ``k`` paths as written in the manifest (``""`` = none).
+        files: the same paths resolved against the dataset root (to open the images).
+        query_labels: the query's label when it is an image of the dataset, else None.
+    """
+
+    queries: list[str]
+    ids: np.ndarray
+    distances: np.ndarray
+    labels: np.ndarray
+    paths: list[list[str]]
+    files: list[list[str]]
+    query_labels: list[int | None] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (query, rank): ``query, rank, row_id, path, label, distance``."""
+        records = []
+        for q, name in enumerate(self.queries):
+            for rank in range(self.ids.shape[1]):
+                if self.ids[q, rank] < 0:
+                    continue
+                records.append(
+                    {
+                        "query": name,
+                        "rank": rank + 1,
+                        "row_id": int(self.ids[q, rank]),
+                        "path": self.paths[q][rank],
+                        "label": int(self.labels[q, rank]),
+                        "distance": float(self.distances[q, rank]),
+                    }
+                )
+        columns = ["query", "rank", "row_id", "path", "label", "distance"]
+        return pd.DataFrame.from_records(records, columns=columns)
+
+
+class Searcher:
+    """k-nearest-neighbour search over the ``embed`` stage's output.
+
+    Build it with :meth:`load`; the constructor takes the parts for callers that hold
+    them already (tests, notebooks).
+
+    Args:
+        index: an :class:`ExactIndex` or :class:`FaissIndex` whose positions are rows of
+            ``items`` (``index_rows`` maps them otherwise).
+        items: the ``items.parquet`` table (``row_id, path, label, ...``).
+        dataset_root: folder that relative item paths start from.
+        gallery_rows: positions of the index that may be returned (None: all).
+        index_rows: item position of each index position (None: identity).
+        model_dir: folder of ``extractor.json`` (needed only to search with images).
+        extractor_info: the ``extractor`` block of ``info.json``, checked against the model.
+        extractor_sha256: hash of the weights the embeddings came from (checked if given).
+        device: where the extractor runs.
+        batch_size: images per forward pass.
+
+    Example:
+        >>> items = pd.DataFrame({"row_id": [0, 1, 2], "path": ["a.png", "b.png", "c.png"],
+        ...                       "label": [7, 7, 8], "split": ["validation"] * 3})
+        >>> searcher = Searcher(ExactIndex(np.array([[0.0], [1.0], [3.0]])), items, "/data")
+        >>> result = searcher.search(np.array([[2.9]]), k=2)
+        >>> result.ids.tolist(), result.paths, result.labels.tolist()
+        ([[2, 1]], [['c.png', 'b.png']], [[8, 7]])
+    """
+
+    def __init__(
+        self,
+        index: ExactIndex | FaissIndex,
+        items: pd.DataFrame,
+        dataset_root: str | Path,
+        *,
+        gallery_rows: np.ndarray | None = None,
+        index_rows: np.ndarray | None = None,
+        model_dir: str | Path | None = None,
+        extractor_info: dict[str, Any] | None = None,
+        extractor_sha256: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        self.index = index
+        self.items = items.reset_index(drop=True)
+        self.dataset_root = Path(dataset_root)
+        self.gallery_rows = gallery_rows
+        self.index_rows = index_rows
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.extractor_info = extractor_info
+        self.extractor_sha256 = extractor_sha256
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._transform: Any = None
+        self._row_by_file: dict[str, int] | None = None
+        n_index = len(self.items) if index_rows is None else len(index_rows)
+        if index.ntotal != n_index:
+            raise EmbedlabError(
+                f"Searcher: the index holds {index.ntotal} rows but {n_index} items map onto it"
+            )
+        self._row_ids = (
+            self.items["row_id"].to_numpy(np.int64)
+            if "row_id" in self.items
+            else (np.arange(len(self.items), dtype=np.int64))
+        )
+        self._labels = self.items["label"].to_numpy(np.int64)
+        self._paths = self.items["path"].astype(str).to_numpy()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(
+        cls,
+        embeddings_dir: str | Path = "data/embeddings",
+        *,
+        gallery: str = "all",
+        model_dir: str | Path | None = None,
+        index: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> Searcher:
+        """Open ``embeddings_dir`` (``embeddings.npy``, ``items.parquet``, ``info.json``).
+
+        Args:
+            embeddings_dir: the ``embed`` stage's output folder.
+            gallery: which rows may be returned: ``all``, ``gallery`` (``is_gallery``
+                rows), or a split (``train``, ``validation``).
+            model_dir: the extractor's folder; default ``<embeddings_dir>/../../models``
+                (the repo layout), needed only to search with images.
+            index: ``exact`` or ``faiss``; default: what ``embed.index`` built.
+            device: where the extractor runs.
+            batch_size: images per forward pass.
+        """
+        root = Path(embeddings_dir)
+        info_path = root / INFO_FILE
+        if not info_path.is_file():
+            raise EmbedlabError(f"{info_path}: not found (run the embed stage first)")
+        info = read_json(info_path)
+        items_path = root / ITEMS_FILE
+        if not items_path.is_file():
+            raise EmbedlabError(f"{items_path}: not found (run the embed stage first)")
+        items = pd.read_parquet(items_path)
+        kind = index or info.get("index", "exact")
+        metric = info.get("metric", "euclidean")
+        if kind == "faiss":
+            built = FaissIndex.load(root / info.get("index_file", FAISS_INDEX_FILE))
+            if built.metric != metric:
+                raise EmbedlabError(
+                    f"{info_path}: metric {metric!r} but the FAISS index uses {built.metric!r}"
+                )
+        elif kind == "exact":
+            embeddings = _load_embeddings(root / EMBEDDINGS_FILE)
+            built = ExactIndex(embeddings, metric=metric)
+        else:
+            raise EmbedlabError(f"Searcher.load: index must be 'exact' or 'faiss', got {kind!r}")
+        if built.ntotal != len(items):
+            raise EmbedlabError(
+                f"{root}: the index holds {built.ntotal} rows but {ITEMS_FILE} has {len(items)} "
+                "(rerun the embed stage)"
+            )
+        rows = select_gallery(items, gallery, items_path)
+        if model_dir is None:
+            model_dir = root.resolve().parent.parent / "models"
+        return cls(
+            built,
+            items,
+            info.get("dataset_root", "."),
+            gallery_rows=rows,
+            model_dir=model_dir,
+            extractor_info=info.get("extractor"),
+            extractor_sha256=info.get("extractor_sha256"),
+            device=device,
+            batch_size=batch_size,
+        )
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: Any, k: int = 5, *, exclude_self: bool = False) -> SearchResult:
+        """The ``k`` nearest gallery items of each query.
+
+        Args:
+            queries: an image file, a PIL image, a list of them, or embeddings
+                (``[Q, D]`` or ``[D]`` tensor/array).
+            k: neighbours per query.
+            exclude_self: drop the query's own row when the query is a file of the dataset.
+        """
+        if k < 1:
+            raise EmbedlabError(f"search: k must be >= 1, got {k}")
+        names, embeddings, self_rows = self._embed_queries(queries)
+        extra = 1 if exclude_self else 0
+        positions_allowed = self.gallery_rows
+        dist, pos = self.index.search(embeddings, k + extra, allowed=positions_allowed)
+        item_pos = (
+            pos
+            if self.index_rows is None
+            else np.where(pos < 0, -1, self.index_rows[np.maximum(pos, 0)])
+        )
+        if exclude_self:
+            dist, item_pos = _drop_rows(dist, item_pos, self_rows, k)
+        found = item_pos >= 0
+        safe = np.maximum(item_pos, 0)
+        ids = np.where(found, self._row_ids[safe], -1)
+        labels = np.where(found, self._labels[safe], -1)
+        paths = [[str(self._paths[p]) if p >= 0 else "" for p in row] for row in item_pos]
+        files = [[self.resolve(p) if p else "" for p in row] for row in paths]
+        query_labels = [None if r < 0 else int(self._labels[r]) for r in self_rows]
+        return SearchResult(names, ids, dist.astype(np.float32), labels, paths, files, query_labels)
+
+    def resolve(self, path: str) -> str:
+        """A manifest path joined with the dataset root (absolute paths stay as they are)."""
+        return path if os.path.isabs(path) else os.path.join(str(self.dataset_root), path)
+
+    def embed_images(self, images: Sequence[Query]) -> torch.Tensor:
+        """Embeddings of image files or PIL images, preprocessed as at training time."""
+        from embedlab.data.datasets import load_image
+
+        model, transform = self._extractor()
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = [
+                    transform(
+                        img.convert("RGB") if isinstance(img, Image.Image) else load_image(str(img))
+                    )
+                    for img in images[start : start + self.batch_size]
+                ]
+                chunks.append(model(torch.stack(batch).to(self.device)).float().cpu())
+        return torch.cat(chunks) if chunks else torch.empty(0, self.index.dim)
+
+    # ------------------------------------------------------------------ internals
+    def _embed_queries(self, queries: Any) -> tuple[list[str], np.ndarray, list[int]]:
+        if isinstance(queries, torch.Tensor | np.ndarray):
+            matrix = (
+                queries.detach().cpu().numpy() if isinstance(queries, torch.Tensor) else queries
+            )
+            matrix = matrix[None, :] if matrix.ndim == 1 else matrix
+            names = [f"embedding {i}" for i in range(len(matrix))]
+            return names, np.asarray(matrix, dtype=np.float32), [-1] * len(matrix)
+        if isinstance(queries, str | os.PathLike | Image.Image):
+            queries = [queries]
+        queries = list(queries)
+        if not queries:
+            raise EmbedlabError("search: no queries given")
+        names = [
+            f"image {i}" if isinstance(q, Image.Image) else str(q) for i, q in enumerate(queries)
+        ]
+        self_rows = [self._dataset_row(q) for q in queries]
+        return names, self.embed_images(queries).numpy(), self_rows
+
+    def _dataset_row(self, query: Query) -> int:
+        """Item position of a query file that belongs to the dataset, else -1."""
+        if isinstance(query, Image.Image):
+            return -1
+        if self._row_by_file is None:
+            self._row_by_file = {
+                os.path.realpath(self.resolve(str(p))): i for i, p in enumerate(self._paths)
+            }
+        return self._row_by_file.get(os.path.realpath(str(query)), -1)
+
+    def _extractor(self) -> tuple[Any, Any]:
+        if self._model is None:
+            from embedlab.data.transforms import eval_transform
+            from embedlab.models import load_extractor
+            from embedlab.models.extractor import EXTRACTOR_CONFIG, EXTRACTOR_WEIGHTS
+
+            if self.model_dir is None:
+                raise EmbedlabError("search: searching with images needs the extractor (model_dir)")
+            model = load_extractor(self.model_dir, device=self.device)
+            config_path = self.model_dir / EXTRACTOR_CONFIG
+            config = json.loads(json.dumps(model.config()))  # as stored in info.json
+            if self.extractor_info is not None and config != self.extractor_info:
+                raise EmbedlabError(
+                    f"{config_path}: not the extractor these embeddings were made with "
+                    "(rerun the embed stage)"
+                )
+            weights = self.model_dir / EXTRACTOR_WEIGHTS
+            if self.extractor_sha256 and file_sha256(weights) != self.extractor_sha256:
+                raise EmbedlabError(
+                    f"{weights}: weights changed since the embeddings were made "
+                    "(rerun the embed stage)"
+                )
+            if model.feat_dim != self.index.dim:
+                raise EmbedlabError(
+                    f"{config_path}: extractor gives {model.feat_dim}-d embeddings, the index "
+                    f"holds {self.index.dim}-d ones"
+                )
+            self._model, self._transform = model, eval_transform(model.preprocessing)
+        return self._model, self._transform
+
+
+def select_gallery(
+    items: pd.DataFrame, gallery: str, source: str | Path = ITEMS_FILE
+) -> np.ndarray | None:
+    """Positions of the rows a search may return (None: every row).
+
+    Example:
+        >>> items = pd.DataFrame({"split": ["train", "validation", "validation"],
+        ...                       "is_gallery": [False, True, False]})
+        >>> select_gallery(items, "validation").tolist(), select_gallery(items, "gallery").tolist()
+        ([1, 2], [1])
+        >>> select_gallery(items, "all") is None
+        True
+    """
+    if gallery == "all":
+        return None
+    if gallery == "gallery":
+        if "is_gallery" not in items:
+            raise EmbedlabError(f"{source}: no 'is_gallery' column to select the gallery with")
+        mask = items["is_gallery"].fillna(False).to_numpy(bool)
+    elif gallery in GALLERY_CHOICES:
+        mask = (items["split"] == gallery).to_numpy()
+    else:
+        raise EmbedlabError(
+            f"gallery: expected one of {', '.join(GALLERY_CHOICES)}, got {gallery!r}"
+        )
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        raise EmbedlabError(f"{source}: gallery {gallery!r} selects no rows")
+    return rows
+
+
+def _load_embeddings(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise EmbedlabError(f"{path}: not found (run the embed stage first)")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise EmbedlabError(f"{path}: cannot read embeddings ({exc})") from None
+    if array.ndim != 2:
+        raise EmbedlabError(f"{path}: expected an [N, D] array, got shape {array.shape}")
+    return array
+
+
+def _drop_rows(
+    dist: np.ndarray, pos: np.ndarray, drop: list[int], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own row from its neighbours and keep the first k."""
+    out_d = np.full((len(drop), k), np.inf, dtype=np.float32)
+    out_p = np.full((len(drop), k), -1, dtype=np.int64)
+    for q, own in enumerate(drop):
+        keep = pos[q] != own if own >= 0 else np.ones(pos.shape[1], dtype=bool)
+        d, p = dist[q][keep][:k], pos[q][keep][:k]
+        out_d[q, : len(d)], out_p[q, : len(p)] = d, p
+    return out_d, out_p

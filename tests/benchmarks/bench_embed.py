@@ -1,0 +1,113 @@
+"""Embed-stage throughput against a bare model forward, measured in the same run.
+
+The stage (``run_embed``: read manifest, decode + preprocess every image, forward,
+write outputs) should reach at least 0.8 of the forward pass alone on the same images
+already decoded into tensors, i.e. loading must not be the bottleneck.
+
+Usage::
+
+    .venv/bin/python tests/benchmarks/bench_embed.py [--repeat 3] [--image-size 32]
+        [--batch-size 256] [--num-workers 0] [--model default|tiny]
+
+``default`` is the model of the repo's ``params.yaml`` (vit_tiny, 32 px, patch 4,
+depth 4); ``tiny`` is the tests' 1-block model, where decoding dominates by design.
+It runs in a temporary folder on the bundled digits data (1,797 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from embedlab.config import parse_params
+from embedlab.data.datasets import DatasetQueryGallery
+from embedlab.data.manifest import load_manifest
+from embedlab.data.transforms import eval_transform
+from embedlab.models import TimmExtractor, load_extractor, save_extractor
+from embedlab.stages.common import MANIFEST, MODELS_DIR
+from embedlab.stages.embed import embed_dataset, run_embed
+from embedlab.stages.prepare import run_prepare
+
+MODELS = {
+    "default": {"img_size": 32, "patch_size": 4, "depth": 4},
+    "tiny": {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="best of n timings")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--model", choices=sorted(MODELS), default="default")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)
+    kwargs = MODELS[args.model]
+    raw = {
+        "prepare": {"digits_image_size": kwargs["img_size"]},
+        "embed": {"batch_size": args.batch_size, "num_workers": args.num_workers},
+        "tracking": {"loggers": []},
+    }
+    params = parse_params(raw)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run_prepare(params, root)
+        torch.manual_seed(0)
+        save_extractor(TimmExtractor("vit_tiny_patch16_224", **kwargs), root / MODELS_DIR)
+
+        manifest = load_manifest(root / MANIFEST)
+        model = load_extractor(root / MODELS_DIR)
+        dataset = DatasetQueryGallery(
+            manifest.df, manifest.dataset_root, eval_transform(model.preprocessing)
+        )
+        decoded = torch.stack([dataset[i]["input_tensors"] for i in range(len(dataset))])
+        n = len(decoded)
+
+        def bare_forward() -> None:
+            with torch.inference_mode():
+                for start in range(0, n, args.batch_size):
+                    model(decoded[start : start + args.batch_size])
+
+        def data_path() -> None:
+            embed_dataset(model, dataset, args.batch_size, args.num_workers)
+
+        def stage() -> None:
+            run_embed(params, root)
+
+        bare_forward()  # warm-up (allocator, oneDNN kernels)
+        runs = (("forward", bare_forward), ("loader", data_path), ("stage", stage))
+        best = dict.fromkeys(("forward", "loader", "stage"), float("inf"))
+        for _ in range(args.repeat):  # interleaved, so all see the same machine load
+            for name, fn in runs:
+                started = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - started)
+
+    rate = {name: n / seconds for name, seconds in best.items()}
+    print(
+        f"embed benchmark: {n} images {tuple(decoded.shape[1:])}, model={args.model} {kwargs}, "
+        f"batch_size={args.batch_size}, num_workers={args.num_workers}, "
+        f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}, best of {args.repeat}"
+    )
+    labels = {
+        "forward": "bare forward, decoded tensors",
+        "loader": "embed_dataset (decode+forward)",
+        "stage": "run_embed (whole stage)",
+    }
+    for name, label in labels.items():
+        ratio = rate[name] / rate["forward"]
+        print(f"  {label:<32} {rate[name]:9.1f} images/s  {best[name]:6.2f} s  x{ratio:.2f}")
+    verdict = "met" if rate["stage"] >= 0.8 * rate["forward"] else "NOT met"
+    print(f"  target: whole stage >= 0.80 x bare forward: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
