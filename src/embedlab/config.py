@@ -46,6 +46,11 @@ class PrepareParams(_Section):
     """``csv`` only: folder that relative paths in the CSV are relative to (default: its folder)."""
     val_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """``imagefolder``: share of the classes held out for validation (open-set split)."""
+    split_seed: int | None = None
+    """``imagefolder``: seed of the class split; null means the top-level ``seed``."""
+    image_check: Literal["exists", "header", "decode"] = "header"
+    """How prepare checks each image: it exists; its header parses and the file is not
+    truncated (fast, the default); or it fully decodes (slow, thorough)."""
     digits_image_size: int = Field(32, ge=8, le=256)
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
