@@ -26,6 +26,7 @@ class HubLogger(Logger):
         super().__init__()
         self.hub = hub
         self.step_offset = step_offset
+        self._steps_done = 0
 
     @property
     def name(self) -> str:
@@ -43,9 +44,33 @@ class HubLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Per-step values at their batch index; validation at the number of steps done.
+
+        Lightning stamps an epoch-end validation with the last batch index (n - 1); its
+        pictures and the validate stage use the global step (n). Validation-only dicts are
+        moved to n so that a validation's metrics and pictures share one step everywhere.
+
+        >>> from embedlab.tracking.base import TrackerHub
+        >>> class Hub(TrackerHub):
+        ...     def log_metrics(self, metrics, step):
+        ...         print(sorted(metrics), step)
+        >>> logger = HubLogger(Hub([]))
+        >>> logger.log_metrics({"val/OVERALL/cmc@1": 0.1}, step=0)
+        ['val/OVERALL/cmc@1'] 0
+        >>> logger.log_metrics({"train/loss": 1.0, "epoch": 0}, step=74)
+        ['train/loss'] 74
+        >>> logger.log_metrics({"val/OVERALL/cmc@1": 0.5, "epoch": 0}, step=74)
+        ['val/OVERALL/cmc@1'] 75
+        """
         clean = {k: v for k, v in metrics.items() if k != "epoch"}
-        if clean:
-            self.hub.log_metrics(clean, step=(step or 0) + self.step_offset)
+        if not clean:
+            return
+        step = step or 0
+        if any(k.startswith("train/") for k in clean):
+            self._steps_done = max(self._steps_done, step + 1)
+        else:
+            step = max(step, self._steps_done)
+        self.hub.log_metrics(clean, step=step + self.step_offset)
 
     @rank_zero_only
     def log_image(self, key: str, image: Image.Image, step: int) -> None:

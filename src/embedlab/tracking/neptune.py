@@ -58,7 +58,8 @@ class NeptuneTracker(Tracker):
         if run.run_id is None:
             self.run["parameters"] = {k: field_value(v) for k, v in run.params.items()}
             self.run["embedlab/tags"] = {k: v for k, v in run.tags.items()}
-            self.run["embedlab/custom_run_id"] = run_id
+        # Offline files do not record the custom id; this field ties each stage's file to it.
+        self.run["embedlab/custom_run_id"] = run_id
         self.run[f"embedlab/stages/{run.stage}"] = True
         return run_id
 
