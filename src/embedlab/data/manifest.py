@@ -7,14 +7,20 @@ optional ``category``, ``sequence``, ``class_name``, and an optional bbox
 ``x_1, y_1, x_2, y_2`` (all four or none).
 
 Problems are reported with the CSV line number (the header is line 1) and column.
+Image files are checked cheaply: each one is opened once and its header read for the
+size (no pixel decoding), and its last bytes are checked for the end marker of its
+format, so truncated files are caught at prepare time rather than mid-training.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +36,11 @@ MANIFEST_NAME = "manifest.csv"
 SIDECAR_NAME = "manifest.json"
 MAX_LISTED = 10
 """How many offending rows or files one error line lists before it says '... and N more'."""
+
+ImageCheck = Literal["exists", "header", "decode"]
+"""How hard :func:`check_files` looks at each image: the file exists; its header parses
+(size known, end marker present); or the whole image decodes."""
+IMAGE_CHECKS: tuple[str, ...] = ("exists", "header", "decode")
 
 
 class ManifestError(EmbedlabError):
@@ -59,8 +70,11 @@ def resolve_paths(paths: pd.Series, dataset_root: Path) -> list[str]:
     >>> resolve_paths(pd.Series(["a/1.png", "/abs/2.png"]), Path("/data"))
     ['/data/a/1.png', '/abs/2.png']
     """
-    root = str(dataset_root)
-    return [p if os.path.isabs(p) else os.path.join(root, p) for p in paths.astype(str)]
+    paths = paths.astype(str)
+    if os.sep != "/":  # the vectorised form below is POSIX-only
+        return [os.path.join(str(dataset_root), p) for p in paths.tolist()]
+    prefix = str(dataset_root).rstrip("/") + "/"
+    return np.where(paths.str.startswith("/"), paths, prefix + paths).tolist()
 
 
 def _line(positions: np.ndarray | list[int]) -> str:
@@ -83,6 +97,51 @@ def _parse_bool(series: pd.Series, column: str, name: str) -> pd.Series:
     return text.map(mapping).astype(bool)
 
 
+def _shown(value: object) -> str:
+    """A cell value for an error message; missing cells read 'an empty value'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return "an empty value"
+    return repr(value)
+
+
+def _integers(values: pd.Series, column: str, name: str) -> pd.Series:
+    """``values`` as int64; a non-integer or empty cell is an error naming its line."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype(np.int64)
+    if isinstance(values.dtype, pd.StringDtype):
+        try:  # fast path for CSV text; "1.5" or "" fail and take the checked path below
+            return values.astype(np.int64)
+        except (ValueError, TypeError, OverflowError):
+            pass
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers.fillna(0) % 1 != 0)
+    if bad.any():
+        pos = np.flatnonzero(bad.to_numpy())
+        raise ManifestError(
+            f"{name}: line {_line(pos)}, column '{column}': expected an integer, "
+            f"got {_shown(values.iloc[pos[0]])}"
+        )
+    return numbers.astype(np.int64)
+
+
+def _numbers(values: pd.Series, column: str, name: str) -> pd.Series:
+    """``values`` as float64 (empty cells NaN); text that is not a number is an error."""
+    try:
+        return values.astype(np.float64)
+    except (ValueError, TypeError):
+        pass
+    numbers = pd.to_numeric(values, errors="coerce")
+    blank = values.isna() | (values.astype(str).str.strip() == "")
+    bad = numbers.isna() & ~blank
+    if bad.any():
+        pos = np.flatnonzero(bad.to_numpy())
+        raise ManifestError(
+            f"{name}: line {_line(pos)}, column '{column}': expected a number, "
+            f"got {values.iloc[pos[0]]!r}"
+        )
+    return numbers.astype(np.float64)
+
+
 def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFrame:
     """Check column types and values; return a copy with clean dtypes.
 
@@ -93,6 +152,10 @@ def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFr
     >>> out = normalise_manifest(df)
     >>> out["label"].tolist(), out["is_query"].tolist()
     ([1, 1], [True, True])
+    >>> normalise_manifest(df.assign(label=["1", ""]), name="m.csv")
+    Traceback (most recent call last):
+    ...
+    embedlab.data.manifest.ManifestError: m.csv: line 3, column 'label': expected an integer, ...
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -102,28 +165,26 @@ def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFr
         )
     df = df.reset_index(drop=True).copy()
 
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | (labels.fillna(0) % 1 != 0)
-    if bad.any():
-        pos = np.flatnonzero(bad.to_numpy())
-        raise ManifestError(
-            f"{name}: line {_line(pos)}, column 'label': expected an integer, "
-            f"got {df['label'].iloc[pos[0]]!r}"
-        )
-    df["label"] = labels.astype(np.int64)
+    df["label"] = _integers(df["label"], "label", name)
 
-    df["path"] = df["path"].astype(str)
-    empty = df["path"].str.strip().isin(["", "nan"])
+    empty = df["path"].isna() | (df["path"].astype(str).str.strip() == "")
     if empty.any():
         raise ManifestError(f"{name}: line {_line(np.flatnonzero(empty))}, column 'path': empty")
-    dup = df["path"].duplicated(keep="first")
+    df["path"] = df["path"].astype(str)
+    # "a/./b.png" and "a/b.png" are the same file: compare normalised paths (only the
+    # few paths that normpath would change are passed through it).
+    normal = df["path"].copy()
+    odd = normal.str.contains(r"//|(?:^|/)\.{1,2}(?:/|$)|/$", regex=True)
+    if odd.any():
+        normal[odd] = [os.path.normpath(p) for p in normal[odd].tolist()]
+    dup = normal.duplicated(keep="first")
     if dup.any():
         pos = np.flatnonzero(dup.to_numpy())
         raise ManifestError(
             f"{name}: line {_line(pos)}, column 'path': duplicate path {df['path'].iloc[pos[0]]!r}"
         )
 
-    df["split"] = df["split"].astype(str).str.strip()
+    df["split"] = df["split"].fillna("").astype(str).str.strip()
     bad = ~df["split"].isin(SPLITS)
     if bad.any():
         pos = np.flatnonzero(bad.to_numpy())
@@ -148,8 +209,11 @@ def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFr
     if present:
         if len(present) != len(BBOX_COLUMNS):
             absent = [c for c in BBOX_COLUMNS if c not in present]
-            raise ManifestError(f"{name}: bbox needs all of x_1, y_1, x_2, y_2; missing {absent}")
-        boxes = df[list(BBOX_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+            raise ManifestError(
+                f"{name}: bbox needs all of x_1, y_1, x_2, y_2; "
+                f"missing column(s) {', '.join(absent)}"
+            )
+        boxes = pd.DataFrame({c: _numbers(df[c], c, name) for c in BBOX_COLUMNS})
         n_set = boxes.notna().sum(axis=1)
         partial = (n_set > 0) & (n_set < 4)
         if partial.any():
@@ -180,6 +244,13 @@ def check_splits(df: pd.DataFrame, name: str = MANIFEST_NAME, *, need_train: boo
 
     A query whose label has no gallery item (other than itself) is a warning with a
     count; it is an error only when every query is like that.
+
+    >>> df = pd.DataFrame({"label": [0, 0, 1], "split": ["train", "train", "validation"],
+    ...                    "is_query": [False, False, True], "is_gallery": [False, False, False]})
+    >>> check_splits(df, name="m.csv")
+    Traceback (most recent call last):
+    ...
+    embedlab.data.manifest.ManifestError: m.csv: the validation split has no gallery ...
     """
     train = df[df["split"] == "train"]
     if need_train:
@@ -188,31 +259,41 @@ def check_splits(df: pd.DataFrame, name: str = MANIFEST_NAME, *, need_train: boo
         counts = train["label"].value_counts()
         single = counts[counts < 2].index.sort_values()
         if len(single):
-            listed = ", ".join(map(str, single[:MAX_LISTED]))
+            shown = [str(label) for label in single[:MAX_LISTED]]
+            if "class_name" in train.columns:
+                names = train.drop_duplicates("label").set_index("label")["class_name"]
+                shown = [f"{label} ({names[label]})" for label in single[:MAX_LISTED]]
             more = f" and {len(single) - MAX_LISTED} more" if len(single) > MAX_LISTED else ""
             raise ManifestError(
-                f"{name}: train label(s) {listed}{more} have a single image; "
-                "metric learning needs at least 2 per label"
+                f"{name}: column 'label': train label(s) {', '.join(shown)}{more} have a single "
+                "image; metric learning needs at least 2 per label"
             )
     val = df[df["split"] == "validation"]
     if val.empty:
         raise ManifestError(f"{name}: the validation split is empty (no row with split=validation)")
     queries, gallery = val[val["is_query"]], val[val["is_gallery"]]
     if queries.empty:
-        raise ManifestError(f"{name}: the validation split has no query (is_query all false)")
+        raise ManifestError(
+            f"{name}: the validation split has no query (is_query false on all {len(val)} "
+            "validation rows)"
+        )
     if gallery.empty:
-        raise ManifestError(f"{name}: the validation split has no gallery (is_gallery all false)")
+        raise ManifestError(
+            f"{name}: the validation split has no gallery (is_gallery false on all {len(val)} "
+            "validation rows)"
+        )
     n_relevant = count_gallery_matches(queries, gallery)
     lonely = int((n_relevant == 0).sum())
     if lonely == len(queries):
         raise ManifestError(
             f"{name}: none of the {len(queries)} validation queries has a gallery item "
-            "with the same label"
+            "with the same label (other than itself)"
         )
     if lonely:
+        first = _line(queries.index[n_relevant == 0][:3].tolist())
         warnings.warn(
             f"{name}: {lonely} of {len(queries)} validation queries have no gallery item with "
-            "their label; they are left out of the metric averages",
+            f"their label (e.g. line {first}); they are left out of the metric averages",
             stacklevel=2,
         )
 
@@ -230,45 +311,303 @@ def count_gallery_matches(queries: pd.DataFrame, gallery: pd.DataFrame) -> np.nd
     return counts - queries.index.isin(gallery.index).astype(np.int64)
 
 
-def check_files(paths: list[str], dataset_root: Path, name: str = MANIFEST_NAME) -> None:
-    """Every path must stay inside ``dataset_root`` (when relative) and exist."""
+# --- image files ---------------------------------------------------------------------------
+class _Unreadable(Exception):
+    """Internal: why an image file cannot be used (becomes part of a ManifestError)."""
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+_HEAD = 4096
+_TAIL = 64
+
+
+def _jpeg_size(fd: int, head: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG segments up to the first start-of-frame; None if it is not found.
+
+    ``head`` holds the file's first bytes; segments beyond it are read with ``pread``.
+    """
+    data, base, pos = head, 0, 2  # data holds the file's bytes from offset ``base``
+    while True:
+        if pos + 9 > base + len(data):  # marker, length and frame header not in ``data``
+            data, base = os.pread(fd, _HEAD, pos), pos
+            if len(data) < 4:
+                return None
+        i = pos - base
+        if data[i] != 0xFF:
+            return None  # not at a marker: corrupt segment stream
+        code = data[i + 1]
+        if code == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif code == 0xD8 or 0xD0 <= code <= 0xD7 or code == 0x01:
+            pos += 2  # markers without a length
+        elif code in (0xD9, 0xDA):
+            return None  # end of image / start of scan before any frame header
+        elif code in _JPEG_SOF:
+            if len(data) < i + 9:
+                return None
+            height, width = struct.unpack_from(">HH", data, i + 5)
+            return width, height
+        else:
+            pos += 2 + struct.unpack_from(">H", data, i + 2)[0]
+
+
+def _pil_size(path: str, decode: bool) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if decode:
+                image.load()  # a truncated file fails here
+            return image.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Unreadable(f"cannot decode: {reason}") from None
+
+
+def image_size(path: str, decode: bool = False) -> tuple[int, int]:
+    """Width and height of an image file, from its header; no pixel decoding.
+
+    PNG, JPEG and GIF headers are parsed directly and the file's tail is checked for the
+    format's end marker; a file without it is fully decoded to tell a truncated file from
+    harmless trailing bytes. Other formats go through PIL's lazy ``Image.open``. With
+    ``decode=True`` every image is fully decoded. Raises ``FileNotFoundError`` for a
+    missing file and ``ValueError`` (with the reason) for an unreadable one.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> p = str(pathlib.Path(tempfile.mkdtemp()) / "a.jpg")
+    >>> Image.new("RGB", (7, 5)).save(p)
+    >>> image_size(p)
+    (7, 5)
+    >>> _ = pathlib.Path(p).write_bytes(pathlib.Path(p).read_bytes()[:200])  # truncate it
+    >>> try:
+    ...     image_size(p)
+    ... except ValueError as exc:
+    ...     print(str(exc).startswith("cannot decode"), "truncated" in str(exc).lower())
+    True True
+    """
+    try:
+        return _image_size(path, decode)
+    except _Unreadable as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _image_size(path: str, decode: bool) -> tuple[int, int]:
+    # os.open/pread instead of open(): no buffered-reader objects, one read for small files.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.pread(fd, _HEAD, 0)
+        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+            size = struct.unpack(">II", head[16:24])
+            end = _PNG_END
+        elif head.startswith(b"\xff\xd8"):
+            size = _jpeg_size(fd, head)
+            end = b"\xff\xd9"
+        elif head[:6] in (b"GIF87a", b"GIF89a"):
+            size = struct.unpack("<HH", head[6:10])
+            end = b"\x3b"
+        elif not head:
+            raise _Unreadable("empty file")
+        else:
+            size, end = None, None
+        complete = False
+        if size is not None and end is not None:
+            if len(head) < _HEAD:
+                tail = head[-_TAIL:]  # the whole file is in ``head``
+            else:
+                tail = os.pread(fd, _TAIL, max(0, os.fstat(fd).st_size - _TAIL))
+            complete = tail.rstrip(b"\x00\r\n ").endswith(end)
+    finally:
+        os.close(fd)
+    if end is None:  # a format we do not parse: PIL reads its header (or all of it)
+        size = _pil_size(path, decode=decode)
+    elif decode or not complete:  # no frame header or no end marker: decode to be sure
+        size = _pil_size(path, decode=True)
+    if size[0] <= 0 or size[1] <= 0:
+        raise _Unreadable(f"image has no pixels ({size[0]}x{size[1]})")
+    return int(size[0]), int(size[1])
+
+
+def _probe(paths: list[str], check: ImageCheck) -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """Sizes (n, 2; -1 when unknown), missing positions and unreadable positions -> reason."""
+    sizes = np.full((len(paths), 2), -1, dtype=np.int64)
+    if check == "exists":
+        isfile = os.path.isfile
+        return sizes, [i for i, p in enumerate(paths) if not isfile(p)], {}
+    decode = check == "decode"
+
+    def run(start: int, stop: int) -> tuple[list[int], dict[int, str]]:
+        missing: list[int] = []
+        unreadable: dict[int, str] = {}
+        for i in range(start, stop):
+            try:
+                sizes[i] = _image_size(paths[i], decode)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                missing.append(i)
+            except _Unreadable as exc:
+                unreadable[i] = str(exc)
+            except OSError as exc:  # permissions, I/O errors
+                unreadable[i] = exc.strerror or type(exc).__name__
+        return missing, unreadable
+
+    # Opening files releases the GIL: threads hide file-system latency (network
+    # storage, cold caches); header parsing itself is a few microseconds per file.
+    chunk = 4096
+    bounds = [(s, min(s + chunk, len(paths))) for s in range(0, len(paths), chunk)]
+    workers = min(8, len(bounds))
+    if workers <= 1:
+        results = [run(s, e) for s, e in bounds]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda b: run(*b), bounds))
+    missing = [i for part, _ in results for i in part]
+    unreadable = {i: why for _, part in results for i, why in part.items()}
+    return sizes, missing, unreadable
+
+
+def check_files(
+    paths: list[str],
+    dataset_root: Path,
+    name: str = MANIFEST_NAME,
+    *,
+    bboxes: np.ndarray | None = None,
+    image_check: ImageCheck = "header",
+) -> None:
+    """Every path stays inside ``dataset_root`` (when relative), exists and is a usable image.
+
+    Lists every missing file (up to :data:`MAX_LISTED`) in one line, then every unreadable
+    or truncated one; with ``bboxes`` (n x 4: x_1, y_1, x_2, y_2, NaN for none), boxes that
+    reach outside their image are errors too. ``image_check`` picks how hard each image is
+    looked at (see :data:`ImageCheck`); ``"exists"`` cannot check bboxes.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (8, 6)).save(root / "a.png")
+    >>> try:
+    ...     check_files(["a.png"], root, "m.csv", bboxes=np.array([[0.0, 0.0, 9.0, 6.0]]))
+    ... except ManifestError as exc:
+    ...     print(exc)
+    m.csv: 1 bbox(es) outside their image: line 2: a.png is 8x6, bbox x_2=9 > 8
+    """
+    if image_check not in IMAGE_CHECKS:
+        raise ManifestError(
+            f"image_check must be one of {', '.join(IMAGE_CHECKS)}, got {image_check!r}"
+        )
+    root = os.path.normpath(str(dataset_root))
+    prefix = root.rstrip(os.sep) + os.sep
     escaping = [
         i
         for i, p in enumerate(paths)
-        if not os.path.isabs(p) and ".." in Path(p).parts
-        and not os.path.normpath(os.path.join(dataset_root, p)).startswith(str(dataset_root))
+        if ".." in p  # cheap filter first: most paths have no '..' at all
+        and not os.path.isabs(p)
+        and not os.path.normpath(os.path.join(root, p)).startswith(prefix)
     ]
     if escaping:
         raise ManifestError(
             f"{name}: line {_line(escaping)}, column 'path': {paths[escaping[0]]!r} escapes "
             f"dataset_root {dataset_root} through '..'"
         )
-    absolute = resolve_paths(pd.Series(paths), dataset_root)
-    missing = [i for i, p in enumerate(absolute) if not os.path.isfile(p)]
+    absolute = resolve_paths(pd.Series(paths, dtype=object), Path(root))
+    sizes, missing, unreadable = _probe(absolute, image_check)
     if missing:
         shown = ", ".join(f"line {i + 2}: {paths[i]}" for i in missing[:MAX_LISTED])
         more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise ManifestError(
             f"{name}: {len(missing)} image file(s) missing under {dataset_root}: {shown}{more}"
         )
+    if unreadable:
+        bad = sorted(unreadable)
+        shown = ", ".join(f"line {i + 2}: {paths[i]} ({unreadable[i]})" for i in bad[:MAX_LISTED])
+        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise ManifestError(
+            f"{name}: {len(bad)} image file(s) unreadable or truncated: {shown}{more}"
+        )
+    if bboxes is not None and image_check != "exists":
+        _check_bboxes_inside(np.asarray(bboxes, dtype=float), sizes, paths, name)
+
+
+def _check_bboxes_inside(boxes: np.ndarray, sizes: np.ndarray, paths: list[str], name: str) -> None:
+    width, height = sizes[:, 0], sizes[:, 1]
+    with np.errstate(invalid="ignore"):
+        over_x = boxes[:, 2] > width
+        over_y = boxes[:, 3] > height
+    bad = np.flatnonzero((over_x | over_y) & ~np.isnan(boxes).any(axis=1))
+    if not len(bad):
+        return
+
+    def one(i: int) -> str:
+        axis, value, limit = (
+            ("x_2", boxes[i, 2], width[i]) if over_x[i] else ("y_2", boxes[i, 3], height[i])
+        )
+        return (
+            f"line {i + 2}: {paths[i]} is {width[i]}x{height[i]}, bbox {axis}={value:g} > {limit}"
+        )
+
+    shown = ", ".join(one(int(i)) for i in bad[:MAX_LISTED])
+    more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    raise ManifestError(f"{name}: {len(bad)} bbox(es) outside their image: {shown}{more}")
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    dataset_root: str | Path,
+    name: str = MANIFEST_NAME,
+    *,
+    need_train: bool = True,
+    image_check: ImageCheck | None = "header",
+) -> pd.DataFrame:
+    """Everything a manifest must satisfy, in order: columns and values, splits, files.
+
+    Returns the normalised DataFrame. ``image_check=None`` skips the file checks.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for i in range(4):
+    ...     Image.new("L", (4, 4)).save(root / f"{i}.png")
+    >>> df = pd.DataFrame({"label": [0, 0, 1, 1], "path": [f"{i}.png" for i in range(4)],
+    ...                    "split": ["train", "train", "validation", "validation"]})
+    >>> validate_manifest(df, root)["is_query"].tolist()
+    [False, False, True, True]
+    """
+    df = normalise_manifest(df, name=name)
+    check_splits(df, name=name, need_train=need_train)
+    if image_check is not None:
+        has_bbox = all(c in df.columns for c in BBOX_COLUMNS)
+        boxes = df[list(BBOX_COLUMNS)].to_numpy(dtype=float) if has_bbox else None
+        check_files(
+            df["path"].tolist(),
+            Path(dataset_root),
+            name=name,
+            bboxes=boxes,
+            image_check=image_check,
+        )
+    return df
 
 
 def load_manifest(
-    path: str | Path, dataset_root: str | Path | None = None, *, need_train: bool = True,
+    path: str | Path,
+    dataset_root: str | Path | None = None,
+    *,
+    need_train: bool = True,
     files: bool = True,
+    image_check: ImageCheck = "header",
 ) -> Manifest:
     """Read and validate a manifest.
 
     ``dataset_root`` defaults to the one recorded in the ``manifest.json`` sidecar that
-    ``prepare`` writes, else the manifest's own folder.
+    ``prepare`` writes, else the manifest's own folder. ``files=False`` skips the file
+    checks; ``image_check`` says how hard they look (see :func:`check_files`).
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run the prepare stage first)")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable CSV: {exc}".splitlines()[0]) from None
+    raw = read_manifest_csv(path)
     if dataset_root is None:
         sidecar = path.with_name(SIDECAR_NAME)
         recorded = read_json(sidecar).get("dataset_root") if sidecar.is_file() else None
@@ -276,14 +615,39 @@ def load_manifest(
         if not dataset_root.is_absolute():
             dataset_root = path.parent / dataset_root
     root = Path(dataset_root).resolve()
-    df = normalise_manifest(raw, name=str(path))
-    check_splits(df, name=str(path), need_train=need_train)
-    if files:
-        check_files(df["path"].tolist(), root, name=str(path))
+    df = validate_manifest(
+        raw, root, name=str(path), need_train=need_train, image_check=image_check if files else None
+    )
     return Manifest(df=df, dataset_root=root, source=path)
 
 
-def write_manifest(df: pd.DataFrame, out_dir: str | Path, dataset_root: str | Path, **info: object) -> Path:
+def read_manifest_csv(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV as text cells (empty cells become NaN), without validating it.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+    >>> _ = p.write_text("label,path,split\\n1,a.png,train\\n")
+    >>> read_manifest_csv(p)["label"].tolist()
+    ['1']
+    """
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: empty file (expected a CSV with a header line)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ManifestError(
+            f"{path}: not a readable CSV: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def write_manifest(
+    df: pd.DataFrame, out_dir: str | Path, dataset_root: str | Path, **info: object
+) -> Path:
     """Write ``manifest.csv`` and its ``manifest.json`` sidecar atomically into ``out_dir``.
 
     ``dataset_root`` is stored relative to ``out_dir`` when it lies inside it, so the

@@ -6,8 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from embedlab.config import Params
-from embedlab.data.manifest import check_files, check_splits, normalise_manifest, write_manifest
+from embedlab.config import Params, PrepareParams
+from embedlab.data.manifest import validate_manifest, write_manifest
 from embedlab.data.sources import get_source
 from embedlab.stages.common import PREPARED_DIR, log
 
@@ -21,11 +21,12 @@ def run_prepare(params: Params, root: Path = Path(".")) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".prepared-", dir=target.parent))
     try:
-        prepared = get_source(params.prepare.source)(params.prepare, staging)
-        name = f"{params.prepare.source} manifest"
-        df = normalise_manifest(prepared.df, name=name)
-        check_splits(df, name=name)
-        check_files(df["path"].tolist(), prepared.dataset_root.resolve(), name=name)
+        cfg = _resolved(params, root)
+        prepared = get_source(cfg.source)(cfg, staging)
+        name = prepared.name or f"{cfg.source} manifest"
+        df = validate_manifest(
+            prepared.df, prepared.dataset_root.resolve(), name=name, image_check=cfg.image_check
+        )
         write_manifest(df, staging, prepared.dataset_root, **prepared.info)
         _swap_in(staging, target)
     finally:
@@ -33,6 +34,19 @@ def run_prepare(params: Params, root: Path = Path(".")) -> Path:
     counts = df["split"].value_counts().to_dict()
     log.info("prepared %d rows (%s) into %s", len(df), counts, target)
     return target / "manifest.csv"
+
+
+def _resolved(params: Params, root: Path) -> PrepareParams:
+    """``prepare.*`` with input paths relative to ``root`` and the split seed filled in."""
+    cfg = params.prepare
+    update: dict[str, object] = {}
+    for key in ("root", "dataset_root"):
+        value = getattr(cfg, key)
+        if value and not Path(value).expanduser().is_absolute():
+            update[key] = str(root / value)
+    if cfg.split_seed is None:
+        update["split_seed"] = params.seed
+    return cfg.model_copy(update=update)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

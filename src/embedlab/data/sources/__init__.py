@@ -2,6 +2,9 @@
 
 A source is a function ``prepare(cfg: PrepareParams, out_dir: Path) -> PreparedData``.
 The registry maps ``prepare.source`` names to them; modules are imported lazily.
+Sources that read a native layout report a missing or malformed input file as an
+:class:`~embedlab.errors.EmbedlabError` naming the file and line; the prepare stage then
+validates the returned manifest (columns, splits, image files) like any other.
 """
 
 from __future__ import annotations
@@ -28,10 +31,20 @@ class PreparedData:
     dataset_root: Path
     """Folder that the relative paths in ``df`` start from."""
     info: dict[str, Any] = field(default_factory=dict)
+    """Recorded in the ``manifest.json`` sidecar (source name, input folder, counts...)."""
+    name: str | None = None
+    """What errors call the manifest: the user's own file for ``csv``; by default
+    ``<source> manifest``."""
 
 
 SOURCES: dict[str, str] = {
     "digits": "embedlab.data.sources.digits:prepare_digits",
+    "imagefolder": "embedlab.data.sources.imagefolder:prepare_imagefolder",
+    "csv": "embedlab.data.sources.csv:prepare_csv",
+    "cub": "embedlab.data.sources.cub:prepare_cub",
+    "sop": "embedlab.data.sources.sop:prepare_sop",
+    "cars": "embedlab.data.sources.cars:prepare_cars",
+    "inshop": "embedlab.data.sources.inshop:prepare_inshop",
 }
 """Source name -> ``module:function``."""
 
