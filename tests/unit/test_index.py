@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from embedlab.errors import EmbedlabError
-from embedlab.retrieval import pairwise_dist
+from embedlab.retrieval import knn, pairwise_dist
 from embedlab.retrieval.index import ExactIndex, FaissIndex, load_index
 
 
@@ -47,20 +47,35 @@ def min_gap(distances: np.ndarray) -> float:
     return float(np.diff(np.sort(distances, axis=1), axis=1).min())
 
 
-@pytest.mark.parametrize("shard_rows", [1, 7, 64, 10_000])
-def test_exact_equals_brute_force_with_ties(shard_rows: int) -> None:
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+def test_exact_equals_brute_force_with_ties(chunk_size: int | None) -> None:
     gallery, queries = integer_points(60, 3, 3, seed=0), integer_points(9, 3, 3, seed=1)
     for k in (1, 5, 60, 70):
-        d, p = ExactIndex(gallery, shard_rows=shard_rows).search(queries, k)
+        d, p = ExactIndex(gallery, chunk_size=chunk_size).search(queries, k)
         expected_d, expected_p = brute_force(queries, gallery, k)
-        assert np.array_equal(p, expected_p), (k, shard_rows)
+        assert np.array_equal(p, expected_p), (k, chunk_size)
         assert np.array_equal(d, expected_d)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_exact_equals_knn_exactly(metric: str) -> None:
+    """Same arithmetic and tie order as the chunked knn it is built on, bit for bit."""
+    for gallery, queries in (
+        (integer_points(80, 4, 3, seed=12), integer_points(11, 4, 3, seed=13)),
+        (tie_free(300, 16, seed=14), tie_free(7, 16, seed=15)),
+    ):
+        d, p = ExactIndex(gallery, metric=metric, chunk_size=3).search(queries, 12)
+        expected_d, expected_p = knn(
+            torch.from_numpy(queries), torch.from_numpy(gallery), 12, metric=metric, chunk_size=3
+        )
+        assert np.array_equal(p, expected_p.numpy())
+        assert np.array_equal(d, expected_d.numpy())
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_exact_equals_brute_force_on_floats(metric: str) -> None:
     gallery, queries = tie_free(500, 24, seed=2), tie_free(13, 24, seed=3)
-    d, p = ExactIndex(gallery, metric=metric, shard_rows=128).search(queries, 10)
+    d, p = ExactIndex(gallery, metric=metric).search(queries, 10)
     expected_d, expected_p = brute_force(queries, gallery, 10, metric)
     assert np.array_equal(p, expected_p)
     np.testing.assert_allclose(d, expected_d, atol=1e-5)
@@ -70,7 +85,7 @@ def test_exact_equals_brute_force_on_floats(metric: str) -> None:
 def test_allowed_restricts_to_a_subset_with_original_positions() -> None:
     gallery, queries = integer_points(50, 2, 4, seed=4), integer_points(6, 2, 4, seed=5)
     allowed = np.array([3, 4, 10, 11, 12, 30, 49])
-    d, p = ExactIndex(gallery, shard_rows=3).search(queries, 9, allowed=allowed[::-1])
+    d, p = ExactIndex(gallery, chunk_size=2).search(queries, 9, allowed=allowed[::-1])
     sub_d, sub_p = brute_force(queries, gallery[allowed], 9)
     assert np.array_equal(p, np.where(sub_p < 0, -1, allowed[np.maximum(sub_p, 0)]))
     assert np.array_equal(d, sub_d)

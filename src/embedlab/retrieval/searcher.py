@@ -255,17 +255,23 @@ class Searcher:
                 raise EmbedlabError(
                     f"{info_path}: metric {metric!r} but the FAISS index uses {built.metric!r}"
                 )
+            n_rows = built.ntotal
         elif kind == "exact":
             embeddings = _load_embeddings(root / EMBEDDINGS_FILE)
-            built = ExactIndex(embeddings, metric=metric)
+            n_rows = len(embeddings)
         else:
             raise EmbedlabError(f"Searcher.load: index must be 'exact' or 'faiss', got {kind!r}")
-        if built.ntotal != len(items):
+        if n_rows != len(items):
             raise EmbedlabError(
-                f"{root}: the index holds {built.ntotal} rows but {ITEMS_FILE} has {len(items)} "
+                f"{root}: the index holds {n_rows} rows but {ITEMS_FILE} has {len(items)} "
                 "(rerun the embed stage)"
             )
         rows = select_gallery(items, gallery, items_path)
+        index_rows = None
+        if kind == "exact":
+            # Index only the selected rows: no per-search copy of the gallery subset.
+            built = ExactIndex(embeddings if rows is None else embeddings[rows], metric=metric)
+            index_rows, rows = rows, None
         if model_dir is None:
             model_dir = root.resolve().parent.parent / "models"
         return cls(
@@ -273,6 +279,7 @@ class Searcher:
             items,
             info.get("dataset_root", "."),
             gallery_rows=rows,
+            index_rows=index_rows,
             model_dir=model_dir,
             extractor_info=info.get("extractor"),
             extractor_sha256=info.get("extractor_sha256"),
