@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import resource
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from embedlab.retrieval.index import ExactIndex, FaissIndex
+
+print = functools.partial(print, flush=True)  # partial results survive a long run
 
 
 def synthetic_gallery(rows: int, dim: int, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
