@@ -161,7 +161,16 @@ class TimmExtractor(nn.Module):
 
     def load_weights(self, path: str | Path) -> None:
         """Load a local weights file; a file for another architecture is a clear error."""
-        state = _strip_prefixes(read_state_dict(path), set(self.model.state_dict()))
+        own = self.model.state_dict()
+        state = _strip_prefixes(read_state_dict(path), set(own))
+        wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:  # load_state_dict would raise a multi-line RuntimeError
+            key = wrong[0]
+            raise EmbedlabError(
+                f"{path}: weights do not fit arch {self.arch!r} with train.model.timm_kwargs "
+                f"{self.timm_kwargs}: {len(wrong)} tensors have another shape (e.g. {key!r}: "
+                f"{list(state[key].shape)} in the file, {list(own[key].shape)} in the model)"
+            )
         result = self.model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             missing, unexpected = result.missing_keys, result.unexpected_keys
