@@ -181,9 +181,27 @@ def test_a_different_extractor_is_refused(tmp_path: Path) -> None:
 def test_load_errors_are_one_line(tmp_path: Path, workspace: Path) -> None:
     with pytest.raises(EmbedlabError, match=r"info.json: not found \(run the embed stage first\)"):
         Searcher.load(tmp_path / "nothing")
+    with pytest.raises(EmbedlabError, match=r"index.faiss: index not found"):
+        Searcher.load(workspace, index="faiss")  # embed.index was exact
     with pytest.raises(EmbedlabError, match=r"gallery: expected one of all, gallery, train"):
         Searcher.load(workspace, gallery="queries")
     with pytest.raises(EmbedlabError, match=r"expected dimension 32, got 3"):
         Searcher.load(workspace).search(np.zeros((1, 3)), k=1)
     with pytest.raises(EmbedlabError, match=r"missing.png: cannot read image"):
         Searcher.load(workspace).search(str(tmp_path / "missing.png"), k=1)
+
+
+def test_embed_dataset_in_worker_processes_equals_in_process(workspace: Path) -> None:
+    from embedlab.data.datasets import DatasetQueryGallery
+    from embedlab.stages.embed import embed_dataset
+
+    root = workspace.parent.parent
+    items = pd.read_parquet(workspace / "items.parquet")
+    model = load_extractor(root / "models")
+    dataset = DatasetQueryGallery(
+        items, workspace.parent / "prepared", eval_transform(model.preprocessing)
+    )
+    in_process = embed_dataset(model, dataset, batch_size=5, num_workers=0)
+    in_workers = embed_dataset(model, dataset, batch_size=5, num_workers=1)
+    assert np.array_equal(in_process, in_workers)
+    assert np.array_equal(in_process, np.load(workspace / "embeddings.npy"))

@@ -250,7 +250,7 @@ class Searcher:
         kind = index or info.get("index", "exact")
         metric = info.get("metric", "euclidean")
         if kind == "faiss":
-            built = FaissIndex.load(root / info.get("index_file", FAISS_INDEX_FILE))
+            built = FaissIndex.load(root / (info.get("index_file") or FAISS_INDEX_FILE))
             if built.metric != metric:
                 raise EmbedlabError(
                     f"{info_path}: metric {metric!r} but the FAISS index uses {built.metric!r}"
