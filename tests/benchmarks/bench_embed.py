@@ -83,29 +83,36 @@ def main() -> int:
 
         bare_forward()  # warm-up (allocator, oneDNN kernels)
         runs = (("forward", bare_forward), ("loader", data_path), ("stage", stage))
-        best = dict.fromkeys(("forward", "loader", "stage"), float("inf"))
+        wall = dict.fromkeys(("forward", "loader", "stage"), float("inf"))
+        cpu = dict(wall)
         for _ in range(args.repeat):  # interleaved, so all see the same machine load
             for name, fn in runs:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 fn()
-                best[name] = min(best[name], time.perf_counter() - started)
+                wall[name] = min(wall[name], time.perf_counter() - started)
+                cpu[name] = min(cpu[name], time.process_time() - cpu_started)
 
-    rate = {name: n / seconds for name, seconds in best.items()}
     print(
         f"embed benchmark: {n} images {tuple(decoded.shape[1:])}, model={args.model} {kwargs}, "
         f"batch_size={args.batch_size}, num_workers={args.num_workers}, "
-        f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}, best of {args.repeat}"
+        f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}, best of {args.repeat}"
     )
     labels = {
         "forward": "bare forward, decoded tensors",
         "loader": "embed_dataset (decode+forward)",
         "stage": "run_embed (whole stage)",
     }
+    print(f"  {'':<32} {'wall images/s':>14} {'ratio':>6} {'CPU s':>8} {'CPU ratio':>10}")
     for name, label in labels.items():
-        ratio = rate[name] / rate["forward"]
-        print(f"  {label:<32} {rate[name]:9.1f} images/s  {best[name]:6.2f} s  x{ratio:.2f}")
-    verdict = "met" if rate["stage"] >= 0.8 * rate["forward"] else "NOT met"
-    print(f"  target: whole stage >= 0.80 x bare forward: {verdict}")
+        print(
+            f"  {label:<32} {n / wall[name]:>14.1f} {wall['forward'] / wall[name]:>6.2f} "
+            f"{cpu[name]:>8.2f} {cpu['forward'] / cpu[name]:>10.2f}"
+        )
+    # CPU time is this process's own (all threads): on a shared machine it is the fair
+    # measure of work; it leaves out worker processes, so it only applies to num_workers=0.
+    verdict = "met" if wall["forward"] / wall["stage"] >= 0.8 else "NOT met"
+    print(f"  target: whole stage >= 0.80 x bare forward (wall): {verdict}")
     return 0
 
 
