@@ -163,6 +163,7 @@ def knn(
         idx[torch.isinf(dist)] = -1
         out_dist[start:stop, :k_eff] = dist
         out_idx[start:stop, :k_eff] = idx
+        del block  # before the next GEMM allocates its own: one block alive at a time
     return out_dist, out_idx
 
 
