@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import fast_params
 
 from embedlab.io import read_json
 from embedlab.stages.prepare import run_prepare
@@ -28,6 +27,7 @@ from embedlab.stages.validate import run_validate
 from embedlab.tracking import read_run_ids
 from embedlab.tracking.mlflow import mlflow_name
 from embedlab.tracking.names import metric_names
+from tests.conftest import fast_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -124,8 +124,13 @@ def read_run_ids(root: Path) -> dict[str, str]:
 
 
 def write_run_ids(root: Path, hub: TrackerHub) -> None:
-    """Record the live run ids so later stages log into the same runs."""
-    write_json(root / RUN_FILE, {"run_ids": hub.run_ids, "failed": hub.failed})
+    """Record the run ids so later stages log into the same runs.
+
+    A backend that failed mid-run keeps its id (its run exists on the server): the next
+    stage tries to resume it rather than open a second run for the same experiment.
+    """
+    ids = {t.name: t.run_id for t in hub.trackers if t.run_id is not None}
+    write_json(root / RUN_FILE, {"run_ids": ids, "failed": hub.failed})
 
 
 __all__ = [
