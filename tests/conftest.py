@@ -21,7 +21,15 @@ def fast_params(**overrides: object) -> Params:
     raw: dict = {
         "prepare": {"digits_image_size": 16},
         "train": {
-            "model": {"timm_kwargs": {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}},
+            "model": {
+                "timm_kwargs": {
+                    "img_size": 16,
+                    "patch_size": 8,
+                    "depth": 1,
+                    "embed_dim": 32,
+                    "num_heads": 2,
+                }
+            },
             "sampler": {"n_labels": 3, "n_instances": 4},
             "max_epochs": 1,
             "log_images": True,

@@ -9,7 +9,7 @@ stops the stage with one line that names the key (and suggests the closest known
 >>> parse_params({"train": {"max_epoch": 2}})
 Traceback (most recent call last):
 ...
-embedlab.config.ParamsError: params.yaml: unknown key 'train.max_epoch' (did you mean 'train.max_epochs'?)
+embedlab.config.ParamsError: params.yaml: unknown key 'train.max_epoch' (did you mean ...
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class ModelParams(_Section):
     arch: str = "vit_tiny_patch16_224"
     """A timm model name or an OML zoo alias (``vits16_dino``...)."""
     weights: str | None = None
-    """Local ``.safetensors``/``.pth`` file, ``hub`` for timm's pretrained weights, or null (random)."""
+    """A local ``.safetensors``/``.pth`` file, ``hub`` (timm pretrained) or null (random)."""
     normalise_features: bool = True
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Extra keyword arguments for ``timm.create_model`` (``img_size``, ``patch_size``, ``depth``...)."""
+    """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
 
 
 class LossParams(_Section):
@@ -119,7 +119,9 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     trainer: TrainerParams = Field(default_factory=TrainerParams)
-    max_epochs: int = Field(8, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    val_every_n_epochs: int = Field(5, ge=1)
+    """Validate after every n-th epoch (and always before training and after the last epoch)."""
     num_workers: int = Field(0, ge=0)
     val_batch_size: int = Field(256, ge=1)
     log_images: bool = True
@@ -170,7 +172,7 @@ class EmbedParams(_Section):
     distance: Literal["euclidean", "cosine"] = "euclidean"
     """Distance the search uses (keep it equal to ``validate.distance``)."""
     faiss_factory: str = "Flat"
-    """``faiss.index_factory`` string: ``Flat`` is exact; ``IVF1024,Flat``, ``HNSW32`` approximate."""
+    """``faiss.index_factory`` string: ``Flat`` is exact; ``IVF1024,Flat``, ``HNSW32`` are not."""
 
 
 # --- tracking ------------------------------------------------------------------------------
@@ -288,7 +290,9 @@ def _describe(error: dict[str, Any], source: str) -> str:
     if error["type"] == "extra_forbidden":
         known = _known_keys(Params, loc)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        hint = f" (did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?)" if close else ""
+        hint = (
+            f" (did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?)" if close else ""
+        )
         if not close and known:
             hint = f" (known keys: {', '.join(known)})"
         return f"{source}: unknown key '{key}'{hint}"
@@ -329,5 +333,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ParamsError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ParamsError(
+            f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     return parse_params(raw, source=str(path))

@@ -16,11 +16,17 @@ def test_repo_params_yaml_is_valid() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"train": {"max_epoch": 1}}, "unknown key 'train.max_epoch' (did you mean 'train.max_epochs'?)"),
+        (
+            {"train": {"max_epoch": 1}},
+            "unknown key 'train.max_epoch' (did you mean 'train.max_epochs'?)",
+        ),
         ({"trian": {}}, "unknown key 'trian' (did you mean 'train'?)"),
         ({"train": {"sampler": {"n_label": 2}}}, "did you mean 'train.sampler.n_labels'?"),
         ({"train": {"max_epochs": "ten"}}, "train.max_epochs: Input should be a valid integer"),
-        ({"train": {"max_epochs": 0}}, "train.max_epochs: Input should be greater than or equal to 1"),
+        (
+            {"train": {"max_epochs": 0}},
+            "train.max_epochs: Input should be greater than or equal to 1",
+        ),
         ({"validate": {"cmc_top_k": [0, 5]}}, "validate.cmc_top_k: every k must be >= 1"),
         ({"tracking": {"loggers": ["tensorbord"]}}, "tracking.loggers.0"),
         ({"prepare": {"source": "imagenet"}}, "prepare.source"),

@@ -37,9 +37,15 @@ def test_query_gallery_items_and_bbox_crop(tmp_path: Path) -> None:
     Image.fromarray(image).save(tmp_path / "b.png")
     df = pd.DataFrame(
         {
-            "label": [1, 1], "path": ["a.png", "b.png"], "is_query": [True, False],
-            "is_gallery": [True, True], "category": ["x", "y"],
-            "x_1": [10.0, np.nan], "y_1": [0.0, np.nan], "x_2": [20.0, np.nan], "y_2": [10.0, np.nan],
+            "label": [1, 1],
+            "path": ["a.png", "b.png"],
+            "is_query": [True, False],
+            "is_gallery": [True, True],
+            "category": ["x", "y"],
+            "x_1": [10.0, np.nan],
+            "y_1": [0.0, np.nan],
+            "x_2": [20.0, np.nan],
+            "y_2": [10.0, np.nan],
         }
     )
     ds = DatasetQueryGallery(df, tmp_path)
@@ -61,6 +67,8 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
 def test_eval_transform_shapes_grayscale_to_rgb(tmp_path: Path) -> None:
     Image.new("L", (8, 8), 128).save(tmp_path / "g.png")
     pre = {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}
-    ds = DatasetWithLabels(pd.DataFrame({"label": [0], "path": ["g.png"]}), tmp_path, eval_transform(pre))
+    ds = DatasetWithLabels(
+        pd.DataFrame({"label": [0], "path": ["g.png"]}), tmp_path, eval_transform(pre)
+    )
     tensor = ds[0]["input_tensors"]
     assert tuple(tensor.shape) == (3, 16, 16)

@@ -5,7 +5,13 @@ import torch
 from safetensors.torch import save_file
 
 from embedlab.errors import EmbedlabError
-from embedlab.models import TimmExtractor, ViTExtractor, load_extractor, resolve_arch, save_extractor
+from embedlab.models import (
+    TimmExtractor,
+    ViTExtractor,
+    load_extractor,
+    resolve_arch,
+    save_extractor,
+)
 
 TINY = {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
 
@@ -68,7 +74,7 @@ def test_bad_weights_files(tmp_path: Path) -> None:
 
 def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")

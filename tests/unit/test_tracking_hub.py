@@ -42,11 +42,15 @@ def test_failing_tracker_is_skipped_with_one_warning() -> None:
     bad.name = "flaky"
     hub = TrackerHub([good, bad])
     hub.start(RunInfo(run_name="r", params={}, tags={}))
-    with pytest.warns(RuntimeWarning, match=r"tracker 'flaky' failed during log_metrics \(ConnectionError: server down\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"tracker 'flaky' failed during log_metrics \(ConnectionError: server down\)",
+    ):
         hub.log_metrics({"train/loss": 1.0}, step=0)
     hub.log_metrics({"train/loss": 0.5}, step=1)  # no second warning, bad no longer called
     assert [c for c in good.calls if c[0] == "metrics"] == [
-        ("metrics", {"train/loss": 1.0}, 0), ("metrics", {"train/loss": 0.5}, 1)
+        ("metrics", {"train/loss": 1.0}, 0),
+        ("metrics", {"train/loss": 0.5}, 1),
     ]
     assert hub.failed == {"flaky": "ConnectionError: server down"}
     assert hub.run_ids == {"recorder": "new-run"}
@@ -54,20 +58,27 @@ def test_failing_tracker_is_skipped_with_one_warning() -> None:
 
 def test_strict_mode_raises() -> None:
     hub = TrackerHub([Recorder(fail_on="start")], strict=True)
-    with pytest.raises(TrackerError, match="tracking.strict is true"):
+    with pytest.raises(TrackerError, match=r"tracking\.strict is true"):
         hub.start(RunInfo(run_name="r", params={}, tags={}))
 
 
 def test_resume_passes_recorded_ids() -> None:
     tracker = Recorder()
     hub = TrackerHub([tracker])
-    assert hub.start(RunInfo(run_name="r", params={}, tags={}), {"recorder": "abc"}) == {"recorder": "abc"}
+    assert hub.start(RunInfo(run_name="r", params={}, tags={}), {"recorder": "abc"}) == {
+        "recorder": "abc"
+    }
 
 
 def test_metric_names_are_namespaced() -> None:
-    names = metric_names({"OVERALL": {"cmc": {1: 0.5, 5: 1.0}, "map": {5: 0.25}}, "shoes": {"cmc": {1: 0.0}}})
+    names = metric_names(
+        {"OVERALL": {"cmc": {1: 0.5, 5: 1.0}, "map": {5: 0.25}}, "shoes": {"cmc": {1: 0.0}}}
+    )
     assert names == {
-        "val/OVERALL/cmc@1": 0.5, "val/OVERALL/cmc@5": 1.0, "val/OVERALL/map@5": 0.25, "val/shoes/cmc@1": 0.0,
+        "val/OVERALL/cmc@1": 0.5,
+        "val/OVERALL/cmc@5": 1.0,
+        "val/OVERALL/map@5": 0.25,
+        "val/shoes/cmc@1": 0.0,
     }
 
 

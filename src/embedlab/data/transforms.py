@@ -22,7 +22,9 @@ _INTERPOLATION = {
 
 def _size_and_mode(preprocessing: dict[str, Any]) -> tuple[tuple[int, int], T.InterpolationMode]:
     _, height, width = preprocessing["input_size"]
-    mode = _INTERPOLATION.get(preprocessing.get("interpolation", "bicubic"), T.InterpolationMode.BICUBIC)
+    mode = _INTERPOLATION.get(
+        preprocessing.get("interpolation", "bicubic"), T.InterpolationMode.BICUBIC
+    )
     return (int(height), int(width)), mode
 
 
@@ -58,14 +60,18 @@ def train_transform(preprocessing: dict[str, Any], augment: AugmentParams) -> T.
     if augment.random_resized_crop_scale < 1.0:
         steps.append(
             T.RandomResizedCrop(
-                size, scale=(augment.random_resized_crop_scale, 1.0), interpolation=mode,
+                size,
+                scale=(augment.random_resized_crop_scale, 1.0),
+                interpolation=mode,
                 antialias=True,
             )
         )
     else:
         steps.append(T.Resize(size, interpolation=mode, antialias=True))
     if augment.rotation_degrees > 0:
-        steps.append(T.RandomRotation(augment.rotation_degrees, interpolation=T.InterpolationMode.BILINEAR))
+        steps.append(
+            T.RandomRotation(augment.rotation_degrees, interpolation=T.InterpolationMode.BILINEAR)
+        )
     if augment.horizontal_flip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])]

@@ -19,7 +19,8 @@ class ExtractorModule(L.LightningModule):
 
     >>> from embedlab.losses import TripletLossWithMiner
     >>> model = nn.Linear(4, 2)
-    >>> module = ExtractorModule(model, TripletLossWithMiner(0.1), torch.optim.SGD(model.parameters(), 0.1))
+    >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> module = ExtractorModule(model, TripletLossWithMiner(0.1), optimizer)
     >>> module.input_key, module.labels_key
     ('input_tensors', 'labels')
     """
@@ -53,7 +54,9 @@ class ExtractorModule(L.LightningModule):
         logs = {"train/loss": loss.detach()}
         for key, value in (getattr(self.criterion, "last_logs", None) or {}).items():
             logs[f"train/{key}"] = float(value)
-        logs["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else 0.0
+        logs["train/lr"] = (
+            self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else 0.0
+        )
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=size)
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
         return loss

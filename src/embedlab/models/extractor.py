@@ -85,7 +85,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[st
     if set(state) & wanted:
         return state
     for prefix in ("model.backbone.", "backbone.", "model.", "extractor.", "module."):
-        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if set(stripped) & wanted:
             return stripped
     return state
@@ -213,7 +213,9 @@ class ViTExtractor(TimmExtractor):
     ) -> None:
         if isinstance(weights, str) and weights in ZOO:
             arch, weights = weights, "hub"
-        super().__init__(arch, weights=weights, normalise_features=normalise_features, **timm_kwargs)
+        super().__init__(
+            arch, weights=weights, normalise_features=normalise_features, **timm_kwargs
+        )
 
 
 def save_extractor(model: TimmExtractor, out_dir: str | Path) -> tuple[Path, Path]:
@@ -233,10 +235,14 @@ def load_extractor(model_dir: str | Path, device: str | torch.device = "cpu") ->
     model_dir = Path(model_dir)
     config_path = model_dir / EXTRACTOR_CONFIG
     if not config_path.is_file():
-        raise EmbedlabError(f"{config_path}: extractor config not found (run the train stage first)")
+        raise EmbedlabError(
+            f"{config_path}: extractor config not found (run the train stage first)"
+        )
     config = json.loads(config_path.read_text())
     model = TimmExtractor(
-        config["arch"], weights=None, normalise_features=config["normalise_features"],
+        config["arch"],
+        weights=None,
+        normalise_features=config["normalise_features"],
         **config.get("timm_kwargs", {}),
     )
     model.load_weights(model_dir / EXTRACTOR_WEIGHTS)

@@ -19,7 +19,7 @@ STAGES: dict[str, str] = {
 }
 
 
-def _short_warning(message, category, filename, lineno, file=None, line=None) -> str:  # noqa: ANN001
+def _short_warning(message, category, filename, lineno, file=None, line=None) -> str:
     return f"warning: {message}\n"
 
 

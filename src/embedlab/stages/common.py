@@ -6,11 +6,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from embedlab.data.datasets import worker_threads_init
+from embedlab.errors import EmbedlabError
 
 if TYPE_CHECKING:
     from embedlab.config import ValidateParams
@@ -45,20 +47,33 @@ def build_metric(cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",)) 
     )
 
 
-def image_options(cfg: ValidateParams) -> dict[str, Any]:
-    """Keyword arguments of ``render_validation_images`` from ``validate.images``."""
+def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
+    """Keyword arguments of ``render_validation_images`` from ``validate.images``.
+
+    ``validate.images.query_ids`` are manifest row ids (``val_df``'s index); the grid
+    wants query numbers (positions among the validation queries, in manifest order).
+    """
     images = cfg.images
-    return {
+    options: dict[str, Any] = {
         "n_queries": images.n_queries,
         "n_worst": images.n_worst,
         "worst_by": images.worst_by,
         "top_k": images.top_k,
     }
+    if images.query_ids:
+        query_rows = list(val_df.index[val_df["is_query"].to_numpy(dtype=bool)])
+        number = {row: i for i, row in enumerate(query_rows)}
+        unknown = [r for r in images.query_ids if r not in number]
+        if unknown:
+            raise EmbedlabError(
+                f"params.yaml: validate.images.query_ids: {unknown[:10]} are not validation "
+                "queries (ids are manifest row numbers, counting from 0)"
+            )
+        options["queries"] = [number[r] for r in images.query_ids]
+    return options
 
 
-def make_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, **kwargs: Any
-) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs: Any) -> DataLoader:
     """A DataLoader that decodes images in worker processes when ``num_workers > 0``."""
     return DataLoader(
         dataset,

@@ -39,7 +39,9 @@ from embedlab.tracking.names import metric_names
 def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimizer:
     """The optimizer named in ``train.optimizer``."""
     if cfg.name == "sgd":
-        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     if cfg.name == "adam":
         return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -52,32 +54,45 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     torch.use_deterministic_algorithms(cfg.trainer.deterministic, warn_only=True)
     manifest = load_manifest(root / MANIFEST)
     model = TimmExtractor(
-        cfg.model.arch, weights=cfg.model.weights,
-        normalise_features=cfg.model.normalise_features, **cfg.model.timm_kwargs,
+        cfg.model.arch,
+        weights=cfg.model.weights,
+        normalise_features=cfg.model.normalise_features,
+        **cfg.model.timm_kwargs,
     )
     pre = model.preprocessing
-    train_set = DatasetWithLabels(manifest.split("train"), manifest.dataset_root, train_transform(pre, cfg.augment))
-    val_set = DatasetQueryGallery(manifest.split("validation"), manifest.dataset_root, eval_transform(pre))
+    train_set = DatasetWithLabels(
+        manifest.split("train"), manifest.dataset_root, train_transform(pre, cfg.augment)
+    )
+    val_set = DatasetQueryGallery(
+        manifest.split("validation"), manifest.dataset_root, eval_transform(pre)
+    )
     sampler = BalanceSampler(
-        train_set.get_labels(), n_labels=cfg.sampler.n_labels, n_instances=cfg.sampler.n_instances,
+        train_set.get_labels(),
+        n_labels=cfg.sampler.n_labels,
+        n_instances=cfg.sampler.n_instances,
         seed=params.seed,
     )
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+        train_set,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         worker_init_fn=worker_threads_init if cfg.num_workers > 0 else None,
     )
     val_loader = make_loader(val_set, params.validate.batch_size, cfg.num_workers, shuffle=False)
 
     criterion = TripletLossWithMiner(
-        margin=cfg.loss.margin, miner=build_miner(cfg.miner.name, **_miner_kwargs(params)),
+        margin=cfg.loss.margin,
+        miner=build_miner(cfg.miner.name, **_miner_kwargs(params)),
         need_logs=True,
     )
     total_steps = max(1, len(sampler) * cfg.max_epochs)
     scheduler = None
     if cfg.optimizer.scheduler == "cosine":
+
         def scheduler(opt: torch.optim.Optimizer) -> Any:
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+
     module = ExtractorModule(
         model, criterion, lambda ps: build_optimizer(cfg.optimizer, ps), scheduler=scheduler
     )
@@ -89,7 +104,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         build_metric(params.validate),
         log_images=cfg.log_images,
         load_image=val_set.read_image,
-        image_options=image_options(params.validate),
+        image_options=image_options(params.validate, manifest.split("validation")),
         on_metrics=lambda m: history.append(metric_names(m)),
     )
     checkpoint = ModelCheckpoint(dirpath=root / CHECKPOINTS_DIR, save_last=True, save_top_k=0)
@@ -104,6 +119,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         logger=HubLogger(hub),
         callbacks=[callback, checkpoint],
         log_every_n_steps=1,
+        check_val_every_n_epoch=cfg.val_every_n_epochs,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # BalanceSampler shards itself across ranks
         enable_model_summary=False,

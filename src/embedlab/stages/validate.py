@@ -71,9 +71,15 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     cfg = params.validate
     manifest = load_manifest(root / MANIFEST)
     model = load_extractor(root / MODELS_DIR)
-    val_df = manifest.df.assign(row_id=manifest.df.index).pipe(lambda d: d[d["split"] == "validation"])
-    dataset = DatasetQueryGallery(val_df, manifest.dataset_root, eval_transform(model.preprocessing))
-    embeddings = compute_embeddings(model, dataset, cfg.batch_size, cfg.num_workers, desc="validate: embed")
+    val_df = manifest.df.assign(row_id=manifest.df.index).pipe(
+        lambda d: d[d["split"] == "validation"]
+    )
+    dataset = DatasetQueryGallery(
+        val_df, manifest.dataset_root, eval_transform(model.preprocessing)
+    )
+    embeddings = compute_embeddings(
+        model, dataset, cfg.batch_size, cfg.num_workers, desc="validate: embed"
+    )
     metric = build_metric(cfg)
     metric.setup(num_samples=len(dataset))
     metric.update_data(validation_batch(dataset, embeddings))
@@ -82,12 +88,16 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     write_json(root / METRICS_REPORT, metrics)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
         per_query_table(metric, dataset).to_csv(tmp, index=False)
-    images = render_validation_images(metric, dataset.read_image, **image_options(cfg))
+    images = render_validation_images(metric, dataset.read_image, **image_options(cfg, val_df))
     for name, image in images.items():
         with atomic_path(root / IMAGES_DIR / f"{name}.png") as tmp:
             image.save(tmp, format="PNG")
 
-    step = int(read_json(root / TRAIN_REPORT).get("global_step", 0)) if (root / TRAIN_REPORT).is_file() else 0
+    step = (
+        int(read_json(root / TRAIN_REPORT).get("global_step", 0))
+        if (root / TRAIN_REPORT).is_file()
+        else 0
+    )
     hub = open_trackers(params, root, stage="validate", resume=True)
     try:
         flat = metric_names(metrics)

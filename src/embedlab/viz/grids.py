@@ -288,10 +288,12 @@ def render_validation_images(
     n_worst: int = 5,
     worst_by: str = "map@5",
     top_k: int = 5,
+    queries: Sequence[int] | None = None,
 ) -> dict[str, Image.Image]:
     """The validation pictures: ``{"predictions": ..., "worst_queries": ...}``.
 
-    ``predictions`` shows the first ``n_queries`` valid queries (deterministic across
+    ``predictions`` shows the given ``queries`` (query numbers, i.e. positions among the
+    queries) or else the first ``n_queries`` valid queries (deterministic across
     epochs, so the images are comparable); ``worst_queries`` the ``n_worst`` lowest by
     ``worst_by``. A grid with nothing to show (no valid query, or ``n == 0``) is omitted.
 
@@ -308,7 +310,8 @@ def render_validation_images(
     """
     images: dict[str, Image.Image] = {}
     valid_numbers = torch.nonzero(metric.valid_queries).squeeze(1).tolist()
-    first = valid_numbers[:n_queries]
+    valid = set(valid_numbers)
+    first = [q for q in queries if q in valid] if queries else valid_numbers[:n_queries]
     if first:
         images["predictions"] = draw_retrieval_grid(
             build_grid_rows(metric, first, load_image, top_k)
