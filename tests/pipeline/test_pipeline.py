@@ -1,0 +1,125 @@
+"""The whole pipeline through DVC, in a temporary copy of the repo, with fast params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+FAST = {
+    "prepare": {"digits_image_size": 16},
+    "train": {
+        "model": {
+            "timm_kwargs": {
+                "img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                "global_pool": "avg",
+            }
+        },
+        "max_epochs": 2,
+        "val_every_n_epochs": 1,
+    },
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC repo holding the tracked files, after `dvc repro` with fast params."""
+    root = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for name in files:
+        source = REPO_ROOT / name
+        if source.is_file() and not name.startswith(("data/", "models/", "reports/")) and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, FAST)))
+    _run(["git", "init", "-q"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
+    _run(["dvc", "repro"], root)
+    return root
+
+
+def test_every_stage_wrote_its_outputs(repo: Path) -> None:
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    overall = metrics["OVERALL"]
+    assert set(overall["cmc"]) == {"1", "5"} and set(overall["precision"]) == {"5"}
+    assert set(overall["map"]) == {"5"} and set(overall["pcf"]) == {"0.5"}
+    assert 0.0 <= overall["cmc"]["1"] <= overall["cmc"]["5"] <= 1.0
+    assert overall["n_queries"] == 896  # every validation digit is a query
+    assert "digits" in metrics  # the per-category block
+
+    per_query = pd.read_csv(repo / "reports" / "per_query.csv")
+    assert len(per_query) == 896
+    assert {"row_id", "path", "label", "category", "cmc@1", "map@5"} <= set(per_query.columns)
+    assert per_query["cmc@1"].mean() == pytest.approx(overall["cmc"]["1"], abs=1e-6)
+
+    for name in ("predictions", "worst_queries"):
+        with Image.open(repo / "reports" / "images" / f"{name}.png") as image:
+            assert image.width > 100 and image.height > 100
+
+    assert (repo / "models" / "extractor.safetensors").stat().st_size > 1000
+    config = json.loads((repo / "models" / "extractor.json").read_text())
+    assert config["preprocessing"]["input_size"] == [3, 16, 16]
+    train = json.loads((repo / "reports" / "train.json").read_text())
+    assert train["epochs"] == 2 and train["global_step"] > 0
+
+    embeddings = np.load(repo / "data" / "embeddings" / "embeddings.npy")
+    items = pd.read_parquet(repo / "data" / "embeddings" / "items.parquet")
+    manifest = pd.read_csv(repo / "data" / "prepared" / "manifest.csv")
+    assert embeddings.shape == (len(manifest), 32) and embeddings.dtype == np.float32
+    assert items["path"].tolist() == manifest["path"].tolist()
+    assert list(items["row_id"]) == list(range(len(manifest)))
+
+
+def test_dvc_sees_metrics_and_a_second_repro_is_a_no_op(repo: Path) -> None:
+    shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "cmc" in shown
+    status = _run(["dvc", "status"], repo).stdout
+    assert "up to date" in status.lower() or status.strip() == ""
+    again = _run(["dvc", "repro"], repo).stdout
+    assert "didn't change" in again or "is cached" in again.lower() or "up to date" in again.lower()
+
+
+def test_tensorboard_received_the_curves(repo: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = list((repo / "logs" / "tensorboard").iterdir())
+    assert len(runs) == 1  # train, validate and embed logged into one run
+    events = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0, "images": 0}).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/pos_dist", "train/neg_dist", "train/active_tri"} <= tags
+    assert "val/OVERALL/cmc@1" in tags
+    cmc = events.Scalars("val/OVERALL/cmc@1")
+    assert cmc[0].step == 0  # the curve starts from the untrained model
+    assert len(cmc) >= 3  # before training + after each of the 2 epochs (+ validate stage)
+    assert "val/predictions" in events.Tags()["images"]
