@@ -1,7 +1,7 @@
 """Does logging slow training? Median step time with all five trackers vs none.
 
-A real ``ExtractorModule`` step (the default tiny ViT of params.yaml: 32 px, patch 4,
-depth 4; triplet loss with the all-triplets miner on 5 x 16 batches) trained by Lightning,
+A real ``ExtractorModule`` step (the model, loss, miner and batch shape of the repo's
+``params.yaml``) trained by Lightning,
 logging through ``HubLogger`` every step. The same batches are replayed for each
 configuration, and the configurations alternate (none, all, none, all, ...) so both see the
 same machine load. Offline modes throughout (W&B offline, Neptune offline, MLflow sqlite).
@@ -30,7 +30,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from embedlab.config import parse_params
+from embedlab.config import load_params, parse_params
 from embedlab.lightning import ExtractorModule
 from embedlab.losses import TripletLossWithMiner
 from embedlab.miners import build_miner
@@ -61,19 +61,31 @@ class StepTimer(Callback):
         return times[WARMUP:]
 
 
-def make_batches(n: int, n_labels: int = 5, n_instances: int = 16) -> list[dict[str, Any]]:
+REPO_PARAMS = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train
+
+
+def build_model() -> TimmExtractor:
+    cfg = REPO_PARAMS.model
+    return TimmExtractor(cfg.arch, None, cfg.normalise_features, **cfg.timm_kwargs)
+
+
+def make_batches(n: int) -> list[dict[str, Any]]:
     gen = torch.Generator().manual_seed(0)
-    labels = torch.arange(n_labels).repeat_interleave(n_instances)
+    sampler = REPO_PARAMS.sampler
+    labels = torch.arange(sampler.n_labels).repeat_interleave(sampler.n_instances)
+    shape = build_model().preprocessing["input_size"]
     return [
-        {"input_tensors": torch.randn(len(labels), 3, 32, 32, generator=gen), "labels": labels}
+        {"input_tensors": torch.randn(len(labels), *shape, generator=gen), "labels": labels}
         for _ in range(n)
     ]
 
 
 def train_once(batches: list[dict[str, Any]], hub: TrackerHub, root: Path) -> list[float]:
     L.seed_everything(0, verbose=False)
-    model = TimmExtractor("vit_tiny_patch16_224", weights=None, img_size=32, patch_size=4, depth=4)
-    criterion = TripletLossWithMiner(0.2, miner=build_miner("all"), need_logs=True)
+    model = build_model()
+    criterion = TripletLossWithMiner(
+        REPO_PARAMS.loss.margin, miner=build_miner(REPO_PARAMS.miner.name), need_logs=True
+    )
     module = ExtractorModule(model, criterion, lambda ps: torch.optim.AdamW(ps, lr=1e-3))
     timer = StepTimer()
     trainer = L.Trainer(

@@ -109,7 +109,8 @@ def open_trackers(params: Params, root: Path, stage: str, resume: bool = False) 
     so one experiment stays one run; backends with no recorded id start a new run.
     """
     names = dict.fromkeys(params.tracking.loggers)  # keep order, drop repeats
-    hub = TrackerHub([build_tracker(n, params, root) for n in names], strict=params.tracking.strict)
+    trackers = [build_tracker(n, params, root) for n in names]
+    hub = TrackerHub(trackers, strict=params.tracking.strict, background=True)
     run_ids = read_run_ids(root) if resume else {}
     hub.start(run_info(params, root, stage), run_ids)
     return hub

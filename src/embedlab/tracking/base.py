@@ -7,6 +7,7 @@ their ids to ``reports/run.json``; ``validate`` and ``embed`` resume them by id.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -119,16 +120,53 @@ class Tracker(ABC):
 class TrackerHub:
     """Fan every call out to several trackers; a failing tracker is warned about and skipped.
 
-    >>> hub = TrackerHub([])
+    With ``background=True`` every call after ``start`` is queued and run, in order, on one
+    worker thread, so a training step only pays for putting a dict on a queue; ``flush``
+    (called by ``finish``) waits until the queue is empty. Strict hubs stay synchronous so
+    a failure can stop the stage.
+
+    >>> hub = TrackerHub([], background=True)
     >>> hub.log_metrics({"train/loss": 1.0}, step=0)
+    >>> hub.finish()
     >>> hub.run_ids
     {}
     """
 
-    def __init__(self, trackers: list[Tracker], strict: bool = False) -> None:
+    def __init__(
+        self, trackers: list[Tracker], strict: bool = False, background: bool = False
+    ) -> None:
         self.trackers = list(trackers)
         self.strict = strict
+        self.background = background and not strict
         self.failed: dict[str, str] = {}
+        self._queue: queue.Queue[tuple[str, Callable[[Tracker], Any]]] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def _submit(self, what: str, fn: Callable[[Tracker], Any]) -> None:
+        if not self.background:
+            self._call(what, fn)
+            return
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._drain, name="embedlab-trackers", daemon=True
+            )
+            self._worker.start()
+        self._queue.put((what, fn))
+
+    def _drain(self) -> None:
+        while True:
+            what, fn = self._queue.get()
+            try:
+                self._call(what, fn)
+            except Exception:  # _call already isolates trackers; never let the worker die
+                log.exception("tracker worker: %s failed", what)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued call has reached the trackers."""
+        if self._worker is not None:
+            self._queue.join()
 
     @property
     def active(self) -> list[Tracker]:
@@ -174,19 +212,20 @@ class TrackerHub:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
-        self._call("log_metrics", lambda t: t.log_metrics(clean, step))
+        self._submit("log_metrics", lambda t: t.log_metrics(clean, step))
 
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
-        self._call("log_image", lambda t: t.log_image(key, image, step))
+        self._submit("log_image", lambda t: t.log_image(key, image, step))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._call("log_params", lambda t: t.log_params(params))
+        self._submit("log_params", lambda t: t.log_params(params))
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        self._call("log_summary", lambda t: t.log_summary(metrics))
+        self._submit("log_summary", lambda t: t.log_summary(metrics))
 
     def log_artifact(self, path: Path) -> None:
-        self._call("log_artifact", lambda t: t.log_artifact(path))
+        self._submit("log_artifact", lambda t: t.log_artifact(path))
 
     def finish(self) -> None:
-        self._call("finish", lambda t: t.finish())
+        self._submit("finish", lambda t: t.finish())
+        self.flush()
