@@ -295,6 +295,7 @@ class EmbeddingMetrics:
                 gallery_ids=gallery_pos,
                 query_sequence=query_seq,
                 gallery_sequence=gallery_seq,
+                progress=self.verbose,
             )
         found = local >= 0
         safe_local = local.clamp(min=0)

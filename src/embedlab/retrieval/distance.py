@@ -93,6 +93,7 @@ def knn(
     gallery_ids: Tensor | None = None,
     query_sequence: Tensor | None = None,
     gallery_sequence: Tensor | None = None,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest gallery items of every query, never holding the full distance matrix.
 
@@ -111,6 +112,7 @@ def knn(
         k: neighbours per query (may exceed ``G``; the surplus is padding).
         metric: ``"euclidean"`` or ``"cosine"``.
         chunk_size: query rows per block; ``None`` picks it from a 256 MiB budget.
+        progress: show a progress bar over the query chunks.
         query_ids, gallery_ids: integer ids, ``[Q]`` and ``[G]``, for self-exclusion.
         query_sequence, gallery_sequence: integer sequence codes, ``-1`` for none.
 
@@ -149,7 +151,12 @@ def knn(
     ]
     rows_per_chunk = chunk_size or auto_chunk_size(n_gallery)
     k_eff = min(k, n_gallery)
-    for start in range(0, n_queries, rows_per_chunk):
+    starts = range(0, n_queries, rows_per_chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="kNN", unit="chunk", leave=False)
+    for start in starts:
         stop = min(start + rows_per_chunk, n_queries)
         # One GEMM yields the full distance (squared for euclidean) thanks to augmentation.
         block = _augment(queries[start:stop], metric, side="query") @ g_aug.T

@@ -33,8 +33,10 @@ IMAGES_DIR = REPORTS_DIR / "images"
 EMBEDDINGS_DIR = Path("data") / "embeddings"
 
 
-def build_metric(cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",)) -> EmbeddingMetrics:
-    """An :class:`EmbeddingMetrics` configured from ``validate.*``."""
+def build_metric(
+    cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",), verbose: bool = False
+) -> EmbeddingMetrics:
+    """An :class:`EmbeddingMetrics` configured from ``validate.*`` (verbose: timings, kNN bar)."""
     from embedlab.metrics import EmbeddingMetrics
 
     return EmbeddingMetrics(
@@ -44,6 +46,7 @@ def build_metric(cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",)) 
         map_top_k=tuple(cfg.map_top_k),
         pcf_variance=tuple(cfg.pcf_variance),
         distance=cfg.distance,
+        verbose=verbose,
     )
 
 

@@ -80,7 +80,7 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     embeddings = compute_embeddings(
         model, dataset, cfg.batch_size, cfg.num_workers, desc="validate: embed"
     )
-    metric = build_metric(cfg)
+    metric = build_metric(cfg, verbose=True)
     metric.setup(num_samples=len(dataset))
     metric.update_data(validation_batch(dataset, embeddings))
     metrics = metric.compute_metrics()
