@@ -1,0 +1,105 @@
+"""Lightning smoke test: ExtractorModule + MetricValCallback on a tiny in-memory problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers.logger import Logger
+from PIL import Image
+
+from embedlab.lightning import ExtractorModule, MetricValCallback
+from embedlab.losses import TripletLossWithMiner
+from embedlab.metrics import EmbeddingMetrics
+from embedlab.miners import AllTripletsMiner
+
+
+class MemoryLogger(Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.images: list[tuple[str, int]] = []
+
+    name = "memory"
+    version = "0"
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.metrics.append((step or 0, dict(metrics)))
+
+    def log_image(self, key: str, image: Image.Image, step: int) -> None:
+        self.images.append((key, step))
+
+
+def _items(n: int, generator: torch.Generator) -> list[dict[str, Any]]:
+    """Dataset items of 4 well-separated classes (batches of 16 hold 4 x 4)."""
+    centers = torch.randn(4, 8, generator=generator) * 3
+    labels = torch.arange(4).repeat(n // 4)
+    x = centers[labels] + torch.randn(n, 8, generator=generator)
+    return [
+        {
+            "input_tensors": x[i],
+            "labels": int(labels[i]),
+            "idx": i,
+            "is_query": True,
+            "is_gallery": True,
+            "paths": f"{i}.png",
+        }
+        for i in range(n)
+    ]
+
+
+def test_fit_logs_losses_miner_stats_metrics_and_images(tmp_path) -> None:
+    L.seed_everything(0, verbose=False)
+    gen = torch.Generator().manual_seed(0)
+    train, val = _items(96, gen), _items(32, gen)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    criterion = TripletLossWithMiner(margin=0.2, miner=AllTripletsMiner(), need_logs=True)
+    module = ExtractorModule(model, criterion, torch.optim.Adam(model.parameters(), lr=1e-2))
+    metric = EmbeddingMetrics(
+        cmc_top_k=(1,), precision_top_k=(3,), map_top_k=(3,), extra_keys=("paths",)
+    )
+    seen: list[dict] = []
+    callback = MetricValCallback(
+        metric,
+        log_images=True,
+        load_image=lambda position: Image.new("RGB", (8, 8)),
+        image_options={"n_queries": 2, "n_worst": 2, "top_k": 3, "worst_by": "map@3"},
+        on_metrics=seen.append,
+    )
+    logger = MemoryLogger()
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[callback],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+    )
+    val_loader = torch.utils.data.DataLoader(val, batch_size=16)
+    trainer.validate(module, val_loader, verbose=False)
+    trainer.fit(module, torch.utils.data.DataLoader(train, batch_size=16), val_loader)
+    step_keys = set().union(*(m.keys() for _, m in logger.metrics))
+    assert {
+        "train/loss",
+        "train/pos_dist",
+        "train/neg_dist",
+        "train/active_tri",
+        "train/lr",
+    } <= step_keys
+    assert "val/OVERALL/cmc@1" in step_keys and "val/OVERALL/map@3" in step_keys
+    losses = [m["train/loss"] for _, m in logger.metrics if "train/loss" in m]
+    assert len(losses) == 18  # every step of 3 epochs x 6 batches
+    assert len(seen) == 4  # before training + after each epoch
+    assert sum(losses[-6:]) < sum(losses[:6])  # it learns
+    assert seen[-1]["OVERALL"]["n_queries"] == 32
+    assert {key for key, _ in logger.images} == {"val/predictions", "val/worst_queries"}
+    assert len(logger.images) == 8
