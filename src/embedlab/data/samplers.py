@@ -137,12 +137,14 @@ class BalanceSampler(Sampler[list[int]]):
                 f"labels in the data; lower train.sampler.n_labels"
             )
 
-        num_replicas, rank = _resolve_replicas(num_replicas, rank)
+        _resolve_replicas(num_replicas, rank)  # fail early on a bad explicit rank
         self.n_labels = int(n_labels)
         self.n_instances = int(n_instances)
         self.seed = int(seed)
-        self.num_replicas = num_replicas
-        self.rank = rank
+        # None = ask torch.distributed at iteration time: Lightning builds the loader before it
+        # starts the process group (and ddp_spawn pickles it into the workers).
+        self._num_replicas = num_replicas
+        self._rank = rank
         self.drop_last_uneven = drop_last_uneven
         self.epoch = 0
 
@@ -152,14 +154,41 @@ class BalanceSampler(Sampler[list[int]]):
 
         self.batch_size = self.n_labels * self.n_instances
         self.num_batches_total = max(1, label_array.size // self.batch_size)
-        if drop_last_uneven:
+
+    @property
+    def num_replicas(self) -> int:
+        """World size: the one given, else that of the ``torch.distributed`` group, else 1."""
+        return _resolve_replicas(self._num_replicas, self._rank)[0]
+
+    @property
+    def rank(self) -> int:
+        """This process' rank: the one given, else the ``torch.distributed`` rank, else 0."""
+        return _resolve_replicas(self._num_replicas, self._rank)[1]
+
+    @property
+    def num_batches_per_rank(self) -> int:
+        """Batches each rank iterates per epoch (see :meth:`batches_per_rank`)."""
+        return self.batches_per_rank(self.num_replicas)
+
+    def batches_per_rank(self, num_replicas: int) -> int:
+        """Batches per rank per epoch when training on ``num_replicas`` ranks.
+
+        >>> BalanceSampler([0, 0, 1, 1] * 10, 2, 2).batches_per_rank(4)
+        2
+        """
+        if self.drop_last_uneven:
             per_rank = self.num_batches_total // num_replicas
         else:
             per_rank = math.ceil(self.num_batches_total / num_replicas)
-        self.num_batches_per_rank = max(1, per_rank)
+        return max(1, per_rank)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the batches of ``epoch`` on the next iteration (same on every rank)."""
+        """Use the batches of ``epoch`` on the next iteration (same on every rank).
+
+        Lightning calls ``set_epoch`` on a loader's ``sampler`` only, not on its
+        ``batch_sampler``: the train stage calls it from
+        :class:`embedlab.lightning.EpochSeedCallback`.
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -197,6 +226,64 @@ class BalanceSampler(Sampler[list[int]]):
                 batch.extend(chosen.tolist())
             batches.append(batch)
         return batches
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Evaluation batches of one process, dealt out to ranks: rank ``r`` gets batches ``r::W``.
+
+    The single-process batches (``range(n)`` cut into ``batch_size`` pieces, in order) are
+    kept whole, so every rank runs the very same batches a single process would: each item's
+    embedding is bit-identical to the single-process one whatever the kernels do with batch
+    shapes. The list is padded with repeats of its first batches so that every rank gets
+    ``ceil(batches / W)`` of them (a rank with nothing to do would skip the collective that
+    gathers the results); gather by the items' ``idx`` and drop the repeats.
+
+    Args:
+        size: number of items.
+        batch_size: items per batch.
+        num_replicas, rank: as in :class:`BalanceSampler` (default: ``torch.distributed``).
+
+    Example:
+        >>> [list(ShardedBatchSampler(5, 2, num_replicas=2, rank=r)) for r in (0, 1)]
+        [[[0, 1], [4]], [[2, 3], [0, 1]]]
+        >>> list(ShardedBatchSampler(3, 2))
+        [[0, 1], [2]]
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise EmbedlabError(f"batch_size must be >= 1, got {batch_size}")
+        _resolve_replicas(num_replicas, rank)
+        self.size = int(size)
+        self.batch_size = int(batch_size)
+        self._num_replicas = num_replicas
+        self._rank = rank
+
+    def _batches(self) -> list[list[int]]:
+        return [
+            list(range(start, min(start + self.batch_size, self.size)))
+            for start in range(0, self.size, self.batch_size)
+        ]
+
+    def __len__(self) -> int:
+        num_replicas, _ = _resolve_replicas(self._num_replicas, self._rank)
+        return math.ceil(math.ceil(self.size / self.batch_size) / num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        num_replicas, rank = _resolve_replicas(self._num_replicas, self._rank)
+        batches = self._batches()
+        if not batches:
+            return
+        padded = len(self) * num_replicas
+        batches += [batches[i % len(batches)] for i in range(padded - len(batches))]
+        yield from batches[rank::num_replicas]
 
 
 def _resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

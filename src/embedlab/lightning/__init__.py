@@ -1,6 +1,13 @@
-"""Lightning edge: the training module and the validation-metrics callback."""
+"""Lightning edge: the training module, its callbacks and crash-safe checkpoint IO."""
 
-from embedlab.lightning.callbacks import MetricValCallback
+from embedlab.lightning.callbacks import EpochSeedCallback, MetricValCallback
+from embedlab.lightning.checkpoint import AtomicCheckpointIO, ResumeState
 from embedlab.lightning.module import ExtractorModule
 
-__all__ = ["ExtractorModule", "MetricValCallback"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "EpochSeedCallback",
+    "ExtractorModule",
+    "MetricValCallback",
+    "ResumeState",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from embedlab.config import OptimizerParams, Params
 from embedlab.data.datasets import DatasetQueryGallery, DatasetWithLabels, worker_threads_init
 from embedlab.data.manifest import load_manifest
-from embedlab.data.samplers import BalanceSampler
+from embedlab.data.samplers import BalanceSampler, ShardedBatchSampler
 from embedlab.data.transforms import eval_transform, train_transform
 from embedlab.io import write_json
-from embedlab.lightning import ExtractorModule, MetricValCallback
+from embedlab.lightning import (
+    AtomicCheckpointIO,
+    EpochSeedCallback,
+    ExtractorModule,
+    MetricValCallback,
+    ResumeState,
+)
+from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
 from embedlab.losses import TripletLossWithMiner
 from embedlab.miners import build_miner
 from embedlab.models import TimmExtractor, save_extractor
@@ -29,9 +37,9 @@ from embedlab.stages.common import (
     build_metric,
     image_options,
     log,
-    make_loader,
 )
-from embedlab.tracking import open_trackers, write_run_ids
+from embedlab.tracking import RUN_FILE, open_trackers, read_run_ids, write_run_ids
+from embedlab.tracking.base import TrackerHub
 from embedlab.tracking.lightning_logger import HubLogger
 from embedlab.tracking.names import metric_names
 
@@ -48,7 +56,14 @@ def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimi
 
 
 def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
-    """Train, export ``models/extractor.*``, write ``reports/train.json``; return its content."""
+    """Train, export ``models/extractor.*``, write ``reports/train.json``; return its content.
+
+    Runs on every rank of a distributed launch (Lightning's ``ddp`` re-runs this script per
+    device; ``torchrun``/SLURM start one per device): only global rank 0 opens tracker runs
+    and writes files. An unfinished run with the same params and data resumes from
+    ``models/checkpoints/last.ckpt`` into the same tracker runs (see
+    :mod:`embedlab.lightning.checkpoint`), with the same result as an uninterrupted run.
+    """
     cfg = params.train
     L.seed_everything(params.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(cfg.trainer.deterministic, warn_only=True)
@@ -66,6 +81,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     val_set = DatasetQueryGallery(
         manifest.split("validation"), manifest.dataset_root, eval_transform(pre)
     )
+    # Both samplers ask torch.distributed for rank and world size when they are iterated.
     sampler = BalanceSampler(
         train_set.get_labels(),
         n_labels=cfg.sampler.n_labels,
@@ -76,17 +92,68 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         train_set,
         batch_sampler=sampler,
         num_workers=cfg.num_workers,
+        # Fresh workers every epoch, seeded from the per-epoch reseed (EpochSeedCallback):
+        # persistent workers would carry their RNG across epochs, and a resumed run would
+        # then augment differently from an uninterrupted one.
+        persistent_workers=False,
+        worker_init_fn=worker_threads_init if cfg.num_workers > 0 else None,
+    )
+    # Validation is sharded by whole single-process batches, so each embedding is bitwise
+    # the single-process one; MetricValCallback gathers them and drops the padding repeats.
+    val_loader = torch.utils.data.DataLoader(
+        val_set,
+        batch_sampler=ShardedBatchSampler(len(val_set), params.validate.batch_size),
+        num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         worker_init_fn=worker_threads_init if cfg.num_workers > 0 else None,
     )
-    val_loader = make_loader(val_set, params.validate.batch_size, cfg.num_workers, shuffle=False)
 
     criterion = TripletLossWithMiner(
         margin=cfg.loss.margin,
         miner=build_miner(cfg.miner.name, **_miner_kwargs(params)),
         need_logs=True,
     )
-    total_steps = max(1, len(sampler) * cfg.max_epochs)
+    logger = HubLogger(TrackerHub([]))  # the real hub is opened below, on rank 0 only
+    history: list[dict[str, float]] = []
+    callback = MetricValCallback(
+        build_metric(params.validate),
+        log_images=cfg.log_images,
+        load_image=val_set.read_image,
+        image_options=image_options(params.validate, manifest.split("validation")),
+        on_metrics=lambda m: history.append(metric_names(m)),
+    )
+    seeder = EpochSeedCallback(params.seed)
+    # One file, replaced at the end of every epoch (validated or not). Lightning's save_last
+    # with save_top_k=0 would only write it when training ends.
+    checkpoint = ModelCheckpoint(
+        dirpath=root / CHECKPOINTS_DIR,
+        filename=Path(LAST_CHECKPOINT).stem,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=cfg.trainer.precision,
+        deterministic=cfg.trainer.deterministic,
+        logger=logger,
+        callbacks=[seeder, callback, checkpoint],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=1,
+        check_val_every_n_epoch=cfg.val_every_n_epochs,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # BalanceSampler and ShardedBatchSampler shard themselves
+        enable_model_summary=False,
+        default_root_dir=str(root / MODELS_DIR),
+    )
+    # The rank is known once the Trainer exists (from the launcher's environment).
+    is_zero = trainer.is_global_zero
+    total_steps = max(1, sampler.batches_per_rank(trainer.world_size) * cfg.max_epochs)
     scheduler = None
     if cfg.optimizer.scheduler == "cosine":
 
@@ -97,53 +164,56 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         model, criterion, lambda ps: build_optimizer(cfg.optimizer, ps), scheduler=scheduler
     )
 
-    hub = open_trackers(params, root, stage="train")
-    write_run_ids(root, hub)
-    history: list[dict[str, float]] = []
-    callback = MetricValCallback(
-        build_metric(params.validate),
-        log_images=cfg.log_images,
-        load_image=val_set.read_image,
-        image_options=image_options(params.validate, manifest.split("validation")),
-        on_metrics=lambda m: history.append(metric_names(m)),
-    )
-    checkpoint = ModelCheckpoint(dirpath=root / CHECKPOINTS_DIR, save_last=True, save_top_k=0)
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=cfg.trainer.precision,
-        deterministic=cfg.trainer.deterministic,
-        logger=HubLogger(hub),
-        callbacks=[callback, checkpoint],
-        log_every_n_steps=1,
-        check_val_every_n_epoch=cfg.val_every_n_epochs,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # BalanceSampler shards itself across ranks
-        enable_model_summary=False,
-        default_root_dir=str(root / MODELS_DIR),
-    )
+    key = resume_key(params, root / MANIFEST)
+    resume = ResumeState.resumable(root / CHECKPOINTS_DIR, key)  # read-only: same on all ranks
+    state = resume
+    if is_zero:
+        if resume is None:
+            state = ResumeState.start_fresh(root / CHECKPOINTS_DIR, key)
+            logger.hub = open_trackers(params, root, stage="train")
+        else:
+            log.info("resuming the interrupted run from %s", resume.checkpoint)
+            # DVC deleted reports/run.json before rerunning the stage; the ids survive here.
+            write_json(root / RUN_FILE, {"run_ids": resume.run_ids, "failed": {}})
+            logger.hub = open_trackers(params, root, stage="train", resume=True)
+        write_run_ids(root, logger.hub)
+        assert state is not None
+        state.run_ids = read_run_ids(root)
+        state.save()
+    hub = logger.hub
     started = time.perf_counter()
+    # resume.json lives beside the checkpoint on purpose; Lightning would warn on every run.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
-        trainer.validate(module, val_loader, verbose=False)  # curves start from the untrained model
-        trainer.fit(module, train_loader, val_loader)
+        if resume is None:  # curves start from the untrained model
+            trainer.validate(module, val_loader, verbose=False)
+        trainer.fit(
+            module,
+            train_loader,
+            val_loader,
+            ckpt_path=resume.checkpoint if resume is not None else None,
+            weights_only=True,
+        )
         seconds = time.perf_counter() - started
-        weights, _ = save_extractor(model, root / MODELS_DIR)
         report: dict[str, Any] = {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
+            "resumed_from_epoch": seeder.first_epoch or 0,
             "train_seconds": round(seconds, 2),
         }
         final_loss = _finite(trainer.callback_metrics.get("train/loss"))
         if final_loss is not None:  # DVC metrics files hold numbers only
             report["final_loss"] = round(final_loss, 6)
+        if not is_zero:
+            return report
+        weights, _ = save_extractor(model, root / MODELS_DIR)
         write_json(root / TRAIN_REPORT, report)
         hub.log_artifact(weights)
     finally:
         hub.finish()
     write_run_ids(root, hub)
+    assert state is not None
+    state.finish()
     log.info("trained %d steps in %.1f s", trainer.global_step, seconds)
     curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
     log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
