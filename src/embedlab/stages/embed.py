@@ -148,7 +148,11 @@ def embed_dataset(
 
 
 def run_embed(params: Params, root: Path = Path(".")) -> dict[str, Any]:
-    """Write ``data/embeddings/`` (see the module docstring) and return ``info.json``'s data."""
+    """Write ``data/embeddings/`` (see the module docstring) and return ``info.json``'s data.
+
+    With ``train.trainer`` asking for several devices or nodes, embedding runs on them too
+    (:func:`embedlab.lightning.predict.predict_embeddings`); ranks other than 0 return ``{}``.
+    """
     cfg = params.embed
     manifest = load_manifest(root / MANIFEST)
     model = load_extractor(root / MODELS_DIR)
@@ -156,7 +160,25 @@ def run_embed(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         manifest.df, manifest.dataset_root, eval_transform(model.preprocessing)
     )
     started = time.perf_counter()
-    embeddings = embed_dataset(model, dataset, cfg.batch_size, cfg.num_workers)
+    from embedlab.lightning.predict import predict_embeddings, wants_distributed
+
+    if wants_distributed(params.train.trainer):
+        # Several devices/nodes, as in training: every rank embeds whole batches, rank 0
+        # gathers them in manifest order and alone writes the outputs.
+        images_only = _ImagesOnly(dataset)
+        gathered = predict_embeddings(
+            model,
+            images_only,
+            images_only.batch_transform,
+            cfg.batch_size,
+            cfg.num_workers,
+            params.train.trainer,
+        )
+        if gathered is None:
+            return {}
+        embeddings = gathered
+    else:
+        embeddings = embed_dataset(model, dataset, cfg.batch_size, cfg.num_workers)
     seconds = time.perf_counter() - started
 
     out = root / EMBEDDINGS_DIR

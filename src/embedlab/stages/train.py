@@ -184,6 +184,8 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     started = time.perf_counter()
     # resume.json lives beside the checkpoint on purpose; Lightning would warn on every run.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Every rank computes the same validation metrics from the gathered embeddings.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
     try:
         if resume is None:  # curves start from the untrained model
             trainer.validate(module, val_loader, verbose=False)
@@ -194,6 +196,8 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             ckpt_path=resume.checkpoint if resume is not None else None,
             weights_only=True,
         )
+        if cfg.max_epochs % cfg.val_every_n_epochs:  # the last epoch was not validated
+            trainer.validate(module, val_loader, verbose=False)
         seconds = time.perf_counter() - started
         report: dict[str, Any] = {
             "epochs": trainer.current_epoch,
@@ -204,6 +208,8 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         final_loss = _finite(trainer.callback_metrics.get("train/loss"))
         if final_loss is not None:  # DVC metrics files hold numbers only
             report["final_loss"] = round(final_loss, 6)
+        if history:  # metrics of the final weights, gathered from every rank
+            report["last_validation"] = history[-1]
         if not is_zero:
             return report
         weights, _ = save_extractor(model, root / MODELS_DIR)
