@@ -196,6 +196,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             ckpt_path=resume.checkpoint if resume is not None else None,
             weights_only=True,
         )
+        final_loss = _finite(trainer.callback_metrics.get("train/loss"))  # validate resets it
         if cfg.max_epochs % cfg.val_every_n_epochs:  # the last epoch was not validated
             trainer.validate(module, val_loader, verbose=False)
         seconds = time.perf_counter() - started
@@ -205,7 +206,6 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             "resumed_from_epoch": seeder.first_epoch or 0,
             "train_seconds": round(seconds, 2),
         }
-        final_loss = _finite(trainer.callback_metrics.get("train/loss"))
         if final_loss is not None:  # DVC metrics files hold numbers only
             report["final_loss"] = round(final_loss, 6)
         if history:  # metrics of the final weights, gathered from every rank
