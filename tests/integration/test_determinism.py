@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from embedlab.config import Params
+from embedlab.data.samplers import BalanceSampler
 from embedlab.io import read_json
 from embedlab.stages.common import METRICS_REPORT, MODELS_DIR, TRAIN_REPORT
 from embedlab.stages.prepare import run_prepare
@@ -32,9 +33,20 @@ def train_and_validate(p: Params, root: Path) -> tuple[str, dict, bytes]:
     return (root / METRICS_REPORT).read_text(), train, weights
 
 
-def test_same_params_same_reports_other_seed_other_numbers(workdir: Path) -> None:
+def test_same_params_same_reports_other_seed_other_numbers(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_prepare(params(), workdir)
+    epochs_set: list[int] = []
+    set_epoch = BalanceSampler.set_epoch
+
+    def spy(self: BalanceSampler, epoch: int) -> None:
+        epochs_set.append(epoch)
+        set_epoch(self, epoch)
+
+    monkeypatch.setattr(BalanceSampler, "set_epoch", spy)
     first = train_and_validate(params(), workdir)
+    assert epochs_set == [0, 1]  # Lightning alone would never call it on a batch sampler
     # The same workspace again: the finished run's checkpoint must not be "resumed".
     second = train_and_validate(params(), workdir)
     assert read_json(workdir / TRAIN_REPORT)["resumed_from_epoch"] == 0

@@ -20,7 +20,12 @@ import yaml
 from embedlab.config import Params
 from embedlab.errors import EmbedlabError
 from embedlab.io import read_json, write_json
-from embedlab.lightning.checkpoint import LAST_CHECKPOINT, RESUME_FILE, resume_key
+from embedlab.lightning.checkpoint import (
+    LAST_CHECKPOINT,
+    RESUME_FILE,
+    AtomicCheckpointIO,
+    resume_key,
+)
 from embedlab.stages.common import CHECKPOINTS_DIR, MANIFEST, METRICS_REPORT, TRAIN_REPORT
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.train import run_train
@@ -159,3 +164,21 @@ def test_checkpoint_of_other_params_is_not_resumed(prepared: Path, workdir: Path
     assert state["key"] == resume_key(params, workdir / MANIFEST)
     assert state["complete"] is True
     assert torch.load(path, weights_only=True)["epoch"] == 0  # the new run's own checkpoint
+
+
+def test_checkpoint_write_interrupted_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / LAST_CHECKPOINT
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj: Any, target: Any) -> None:
+        Path(target).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    assert io.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [LAST_CHECKPOINT]  # no temp file left

@@ -56,10 +56,12 @@ class _EmbedModule(L.LightningModule):
         self.parts: list[dict[str, Any]] = []
         self.gathered: list[dict[str, Any]] = []
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
         idx, images = batch
         features = self.model(self.batch_transform(images).to(self.device)).float().cpu()
-        self.parts.append({"idx": idx.cpu().numpy(), "embeddings": features.numpy()})
+        part = {"idx": idx.cpu().numpy(), "embeddings": features.numpy()}
+        self.parts.append(part)
+        return part  # not kept by the loop (return_predictions=False)
 
     def on_predict_epoch_end(self) -> None:
         self.gathered = gather_batches(self.parts)  # a collective: every rank gets everything

@@ -203,7 +203,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         report: dict[str, Any] = {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "resumed_from_epoch": seeder.first_epoch or 0,
+            "resumed_from_epoch": _resumed_from(seeder, trainer, resume is not None),
             "train_seconds": round(seconds, 2),
         }
         if final_loss is not None:  # DVC metrics files hold numbers only
@@ -224,6 +224,13 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
     log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
     return report
+
+
+def _resumed_from(seeder: EpochSeedCallback, trainer: L.Trainer, resumed: bool) -> int:
+    """Epochs done before this process started (all of them if the checkpoint was final)."""
+    if seeder.first_epoch is not None:
+        return seeder.first_epoch
+    return trainer.current_epoch if resumed else 0
 
 
 def _miner_kwargs(params: Params) -> dict[str, Any]:
