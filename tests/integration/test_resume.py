@@ -144,7 +144,7 @@ class _Trap:
 
 
 def test_checkpoint_with_pickled_object_is_refused(prepared: Path, workdir: Path) -> None:
-    params = fast_params()
+    params = fast_params(train__sampler=resume_params().train.sampler.model_dump())
     shutil.copytree(prepared / "data", workdir / "data")
     marker = workdir / "code-ran"
     path = _plant_checkpoint(workdir, params, {"state_dict": {}, "trap": _Trap(marker)})
@@ -155,7 +155,7 @@ def test_checkpoint_with_pickled_object_is_refused(prepared: Path, workdir: Path
 
 
 def test_checkpoint_of_other_params_is_not_resumed(prepared: Path, workdir: Path) -> None:
-    params = fast_params()
+    params = fast_params(train__sampler=resume_params().train.sampler.model_dump())
     shutil.copytree(prepared / "data", workdir / "data")
     path = _plant_checkpoint(workdir, fast_params(seed=7), {"not": "a lightning checkpoint"})
     report = run_train(params, workdir)

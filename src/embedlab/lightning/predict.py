@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,10 @@ def predict_embeddings(
         num_workers=num_workers,
         worker_init_fn=worker_threads_init if num_workers > 0 else None,
     )
-    runner.predict(module, loader, return_predictions=False)
+    with warnings.catch_warnings():
+        # ShardedBatchSampler returns every index (its own doctest); Lightning cannot tell.
+        warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
+        runner.predict(module, loader, return_predictions=False)
     if not runner.is_global_zero:
         return None
     out: np.ndarray | None = None
