@@ -9,8 +9,8 @@ Usage::
     .venv/bin/python tests/benchmarks/bench_embed.py [--repeat 3] [--image-size 32]
         [--batch-size 256] [--num-workers 0] [--model default|tiny]
 
-``default`` is the model of the repo's ``params.yaml`` (vit_tiny, 32 px, patch 4,
-depth 4); ``tiny`` is the tests' 1-block model, where decoding dominates by design.
+``default`` is the model of the repo's ``params.yaml`` (arch and timm kwargs, read at
+run time); ``tiny`` is the tests' 1-block model, where decoding dominates by design.
 It runs in a temporary folder on the bundled digits data (1,797 images).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from embedlab.config import parse_params
+from embedlab.config import load_params, parse_params
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
 from embedlab.data.transforms import eval_transform
@@ -35,9 +35,13 @@ from embedlab.stages.common import MANIFEST, MODELS_DIR
 from embedlab.stages.embed import embed_dataset, run_embed
 from embedlab.stages.prepare import run_prepare
 
+_REPO_MODEL = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train.model
 MODELS = {
-    "default": {"img_size": 32, "patch_size": 4, "depth": 4},
-    "tiny": {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+    "default": (_REPO_MODEL.arch, _REPO_MODEL.timm_kwargs),
+    "tiny": (
+        "vit_tiny_patch16_224",
+        {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+    ),
 }
 
 
@@ -49,7 +53,7 @@ def main() -> int:
     parser.add_argument("--model", choices=sorted(MODELS), default="default")
     args = parser.parse_args()
     logging.disable(logging.INFO)
-    kwargs = MODELS[args.model]
+    arch, kwargs = MODELS[args.model]
     raw = {
         "prepare": {"digits_image_size": kwargs["img_size"]},
         "embed": {"batch_size": args.batch_size, "num_workers": args.num_workers},
@@ -60,7 +64,7 @@ def main() -> int:
         root = Path(tmp)
         run_prepare(params, root)
         torch.manual_seed(0)
-        save_extractor(TimmExtractor("vit_tiny_patch16_224", **kwargs), root / MODELS_DIR)
+        save_extractor(TimmExtractor(arch, **kwargs), root / MODELS_DIR)
 
         manifest = load_manifest(root / MANIFEST)
         model = load_extractor(root / MODELS_DIR)
