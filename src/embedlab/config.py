@@ -123,7 +123,6 @@ class TrainParams(_Section):
     val_every_n_epochs: int = Field(5, ge=1)
     """Validate after every n-th epoch (and always before training and after the last epoch)."""
     num_workers: int = Field(0, ge=0)
-    val_batch_size: int = Field(256, ge=1)
     log_images: bool = True
     """Draw the prediction grids at every validation during training."""
 

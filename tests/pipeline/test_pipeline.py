@@ -23,10 +23,15 @@ FAST = {
     "prepare": {"digits_image_size": 16},
     "train": {
         "model": {
+            "arch": "vit_tiny_patch16_224",
             "timm_kwargs": {
-                "img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                "img_size": 16,
+                "patch_size": 8,
+                "embed_dim": 32,
+                "depth": 1,
+                "num_heads": 2,
                 "global_pool": "avg",
-            }
+            },
         },
         "max_epochs": 2,
         "val_every_n_epochs": 1,
@@ -41,9 +46,11 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output}"
     return result
 
 
@@ -53,11 +60,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         source = REPO_ROOT / name
-        if source.is_file() and not name.startswith(("data/", "models/", "reports/")) and name != "dvc.lock":
+        outputs = name.startswith(("data/", "models/", "reports/")) or name == "dvc.lock"
+        if source.is_file() and not outputs:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
