@@ -113,7 +113,13 @@ class MetricValCallback(Callback):
             self.metric.update_data(batch)
         self._batches = []
         metrics = self.metric.compute_metrics()
-        pl_module.log_dict(metric_names(metrics), on_epoch=True, batch_size=1)
+        names = metric_names(metrics)
+        # Lightning keeps them for callbacks (checkpoint monitors) but would send them to
+        # the loggers as float32; loggers get the exact values, at the global step.
+        pl_module.log_dict(names, on_epoch=True, batch_size=1, logger=False)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(names, step=trainer.global_step)
         if self.on_metrics is not None:
             self.on_metrics(metrics)
         if self.log_images and trainer.is_global_zero and self.load_image is not None:
