@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from embedlab.data.datasets import worker_threads_init
 from embedlab.errors import EmbedlabError
@@ -86,24 +84,3 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs: A
         worker_init_fn=worker_threads_init if num_workers > 0 else None,
         **kwargs,
     )
-
-
-@torch.inference_mode()
-def compute_embeddings(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int,
-    num_workers: int,
-    desc: str = "embedding",
-    progress: bool = True,
-) -> torch.Tensor:
-    """Embeddings of every item of ``dataset``, in dataset order, as a float32 CPU tensor."""
-    model.eval()
-    device = next(model.parameters()).device
-    loader = make_loader(dataset, batch_size, num_workers, shuffle=False)
-    chunks = []
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        chunks.append(model(batch["input_tensors"].to(device)).float().cpu())
-    if not chunks:
-        return torch.empty(0, 0)
-    return torch.cat(chunks)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision import transforms as T
+from tqdm.auto import tqdm
 
 from embedlab.config import Params
 from embedlab.data.datasets import DatasetQueryGallery
@@ -110,9 +111,15 @@ def split_transform(transform: Any) -> tuple[Any, Callable[[torch.Tensor], torch
 
 @torch.inference_mode()
 def embed_dataset(
-    model: torch.nn.Module, dataset: DatasetQueryGallery, batch_size: int, num_workers: int
+    model: torch.nn.Module,
+    dataset: DatasetQueryGallery,
+    batch_size: int,
+    num_workers: int,
+    desc: str | None = None,
 ) -> np.ndarray:
     """Embeddings of every item, in dataset order, as one preallocated float32 array.
+
+    ``desc`` shows a progress bar over the batches with that label.
 
     Example:
         >>> import tempfile, pathlib, pandas as pd
@@ -135,7 +142,7 @@ def embed_dataset(
     out: np.ndarray | None = None
     start = 0
     batch_transform = images_only.batch_transform
-    for images in loader:
+    for images in tqdm(loader, desc=desc, unit="batch", disable=desc is None, leave=False):
         features = model(batch_transform(images).to(device)).float().cpu().numpy()
         if out is None:
             out = np.empty((len(dataset), features.shape[1]), dtype=np.float32)

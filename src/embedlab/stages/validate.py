@@ -22,10 +22,10 @@ from embedlab.stages.common import (
     PER_QUERY_REPORT,
     TRAIN_REPORT,
     build_metric,
-    compute_embeddings,
     image_options,
     log,
 )
+from embedlab.stages.embed import embed_dataset
 from embedlab.tracking import open_trackers
 from embedlab.tracking.names import metric_names
 from embedlab.viz import render_validation_images
@@ -77,8 +77,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     dataset = DatasetQueryGallery(
         val_df, manifest.dataset_root, eval_transform(model.preprocessing)
     )
-    embeddings = compute_embeddings(
-        model, dataset, cfg.batch_size, cfg.num_workers, desc="validate: embed"
+    embeddings = torch.from_numpy(
+        embed_dataset(model, dataset, cfg.batch_size, cfg.num_workers, desc="validate: embed")
     )
     metric = build_metric(cfg, verbose=True)
     metric.setup(num_samples=len(dataset))
