@@ -25,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from embedlab.errors import EmbedlabError
+from embedlab.registries import INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
+from embedlab.registry import Registry
 
 PARAMS_FILE = "params.yaml"
 
@@ -37,9 +39,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
 
 
+def _registered(registry: Registry, *fields: str) -> Any:
+    """A field validator that accepts only names of ``registry`` (one or a list of them)."""
+
+    def check(cls: type, value: Any) -> Any:
+        for name in value if isinstance(value, list) else [value]:
+            registry.check(name)
+        return value
+
+    return field_validator(*fields)(classmethod(check))
+
+
 # --- prepare -------------------------------------------------------------------------------
 class PrepareParams(_Section):
-    source: Literal["digits", "imagefolder", "csv", "cub", "sop", "cars", "inshop"] = "digits"
+    source: str = "digits"
+    """A name of :data:`embedlab.registries.SOURCES`."""
     root: str | None = None
     """Input of the source: a folder (imagefolder, cub, sop, cars, inshop) or a CSV file (csv)."""
     dataset_root: str | None = None
@@ -55,6 +69,8 @@ class PrepareParams(_Section):
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
 
+    _source = _registered(SOURCES, "source")
+
 
 # --- train ---------------------------------------------------------------------------------
 class ModelParams(_Section):
@@ -68,15 +84,21 @@ class ModelParams(_Section):
 
 
 class LossParams(_Section):
-    name: Literal["triplet"] = "triplet"
+    name: str = "triplet"
+    """A name of :data:`embedlab.registries.LOSSES`."""
     margin: float | None = Field(0.2, ge=0.0)
     """Triplet margin; null means soft margin (softplus)."""
 
+    _name = _registered(LOSSES, "name")
+
 
 class MinerParams(_Section):
-    name: Literal["all", "hard"] = "all"
+    name: str = "all"
+    """A name of :data:`embedlab.registries.MINERS`."""
     max_output_triplets: int = Field(5000, ge=1)
     """``all`` only: cap on triplets per batch (a random subset above it)."""
+
+    _name = _registered(MINERS, "name")
 
 
 class SamplerParams(_Section):
@@ -85,12 +107,15 @@ class SamplerParams(_Section):
 
 
 class OptimizerParams(_Section):
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    name: str = "adamw"
+    """A name of :data:`embedlab.registries.OPTIMIZERS`."""
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
     momentum: float = Field(0.9, ge=0.0)
     """``sgd`` only."""
     scheduler: Literal["none", "cosine"] = "cosine"
+
+    _name = _registered(OPTIMIZERS, "name")
 
 
 class AugmentParams(_Section):
@@ -166,12 +191,15 @@ class ValidateParams(_Section):
 class EmbedParams(_Section):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
-    index: Literal["exact", "faiss"] = "exact"
-    """``faiss`` also builds ``data/embeddings/index.faiss`` (for large galleries)."""
+    index: str = "exact"
+    """A name of :data:`embedlab.registries.INDEXES`; ``faiss`` also builds
+    ``data/embeddings/index.faiss`` (for large galleries)."""
     distance: Literal["euclidean", "cosine"] = "euclidean"
     """Distance the search uses (keep it equal to ``validate.distance``)."""
     faiss_factory: str = "Flat"
     """``faiss.index_factory`` string: ``Flat`` is exact; ``IVF1024,Flat``, ``HNSW32`` are not."""
+
+    _index = _registered(INDEXES, "index")
 
 
 # --- tracking ------------------------------------------------------------------------------
@@ -212,9 +240,8 @@ class DvcliveParams(_Section):
 
 
 class TrackingParams(_Section):
-    loggers: list[Literal["tensorboard", "mlflow", "wandb", "neptune", "dvclive", "csv"]] = Field(
-        default_factory=lambda: ["tensorboard"]
-    )
+    loggers: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    """Names of :data:`embedlab.registries.TRACKERS`; several at once is normal."""
     experiment: str = "embedlab"
     strict: bool = False
     """Make a tracker failure an error instead of a warning."""
@@ -222,6 +249,8 @@ class TrackingParams(_Section):
     wandb: WandbParams = Field(default_factory=WandbParams)
     neptune: NeptuneParams = Field(default_factory=NeptuneParams)
     dvclive: DvcliveParams = Field(default_factory=DvcliveParams)
+
+    _loggers = _registered(TRACKERS, "loggers")
 
 
 with warnings.catch_warnings():

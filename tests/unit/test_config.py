@@ -28,7 +28,7 @@ def test_repo_params_yaml_is_valid() -> None:
             "train.max_epochs: Input should be greater than or equal to 1",
         ),
         ({"validate": {"cmc_top_k": [0, 5]}}, "validate.cmc_top_k: every k must be >= 1"),
-        ({"tracking": {"loggers": ["tensorbord"]}}, "tracking.loggers.0"),
+        ({"tracking": {"loggers": ["tensorbord"]}}, "tracking.loggers"),
         ({"prepare": {"source": "imagenet"}}, "prepare.source"),
     ],
 )

@@ -76,10 +76,28 @@ def test_pairwise_dist_is_never_negative_or_nan_and_has_finite_gradient_at_zero(
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_pairwise_dist_other_p_falls_back_to_cdist() -> None:
-    a = torch.tensor([[0.0, 0.0]])
-    b = torch.tensor([[3.0, 4.0]])
-    assert pairwise_dist(a, b, p=1).item() == pytest.approx(7.0)
+def test_pairwise_dist_exact_and_paired_match_cdist_and_vector_norm() -> None:
+    torch.manual_seed(1)
+    x1, x2 = torch.randn(7, 5), torch.randn(9, 5)
+    exact = pairwise_dist(x1, x2, exact=True)
+    torch.testing.assert_close(exact, torch.cdist(x1, x2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        pairwise_dist(x1, x2, squared=True), exact.square(), atol=1e-4, rtol=0
+    )
+    paired = pairwise_dist(x1, x1.flip(0), paired=True)
+    assert torch.equal(paired, torch.linalg.vector_norm(x1 - x1.flip(0), dim=1))
+
+
+def test_pairwise_dist_cosine_forms_agree() -> None:
+    torch.manual_seed(2)
+    x1, x2 = torch.randn(4, 3), torch.randn(6, 3)
+    expected = (
+        1 - torch.nn.functional.normalize(x1, dim=1) @ torch.nn.functional.normalize(x2, dim=1).T
+    )
+    torch.testing.assert_close(pairwise_dist(x1, x2, "cosine"), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        pairwise_dist(x1, x2, "cosine", exact=True), expected, atol=1e-6, rtol=0
+    )
 
 
 def test_pairwise_dist_rejects_mismatched_dims() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from embedlab.config import Params
-from embedlab.tracking import BACKENDS, backend_class, open_trackers, run_info
+from embedlab.tracking import TRACKERS, backend_class, open_trackers, run_info
 from embedlab.tracking.base import RunInfo, TrackerHub, call_with_timeout
 from embedlab.tracking.secrets import redact
 
@@ -22,8 +22,8 @@ def _closed_port() -> int:
 
 
 def test_every_registered_backend_imports() -> None:
-    assert set(BACKENDS) == {"tensorboard", "mlflow", "wandb", "neptune", "dvclive", "csv"}
-    for name in BACKENDS:
+    assert set(TRACKERS) == {"tensorboard", "mlflow", "wandb", "neptune", "dvclive", "csv"}
+    for name in TRACKERS:
         assert backend_class(name).name == name
 
 
@@ -66,7 +66,7 @@ def test_dead_mlflow_server_is_one_warning_within_30_s(workdir: Path) -> None:
 
 
 def test_missing_client_is_a_start_failure(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BACKENDS, "wandb", "embedlab_no_such_module:Tracker")
+    monkeypatch.setitem(TRACKERS._entries, "wandb", "embedlab_no_such_module:Tracker")
     params = Params.model_validate({"tracking": {"loggers": ["wandb", "csv"]}})
     with pytest.warns(RuntimeWarning, match=r"tracker 'wandb' failed during start \(Module"):
         hub = open_trackers(params, workdir, stage="train")

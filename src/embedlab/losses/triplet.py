@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from embedlab.errors import EmbedlabError
 from embedlab.miners.triplets import AllTripletsMiner, Miner
+from embedlab.retrieval.distance import pairwise_dist
 
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -77,8 +78,8 @@ class TripletLossWithMiner(nn.Module):
             return self._no_triplets(features)
 
         anchor_feats = features[anchors]
-        pos_dist = torch.linalg.vector_norm(anchor_feats - features[positives], dim=1)
-        neg_dist = torch.linalg.vector_norm(anchor_feats - features[negatives], dim=1)
+        pos_dist = pairwise_dist(anchor_feats, features[positives], paired=True)
+        neg_dist = pairwise_dist(anchor_feats, features[negatives], paired=True)
         diff = pos_dist - neg_dist
         per_triplet = F.softplus(diff) if self.margin is None else F.relu(diff + self.margin)
 

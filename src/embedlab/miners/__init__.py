@@ -1,11 +1,11 @@
 """Triplet miners and their registry."""
 
 from embedlab.miners.triplets import (
-    MINERS,
     AllTripletsMiner,
     HardTripletsMiner,
     Miner,
     build_miner,
 )
+from embedlab.registries import MINERS
 
 __all__ = ["MINERS", "AllTripletsMiner", "HardTripletsMiner", "Miner", "build_miner"]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
+from embedlab.retrieval.distance import pairwise_dist
 
 Triplets = tuple[Tensor, Tensor, Tensor]
 
@@ -171,21 +172,15 @@ class HardTripletsMiner(Miner):
         is_pos, is_neg = _positive_negative_masks(labels)
         with torch.no_grad():
             feats = features.detach().float()
-            dist = torch.cdist(feats, feats, compute_mode="donot_use_mm_for_euclid_dist")
+            dist = pairwise_dist(feats, feats, exact=True)
         hardest_pos = dist.masked_fill(~is_pos, float("-inf")).argmax(dim=1)
         hardest_neg = dist.masked_fill(~is_neg, float("inf")).argmin(dim=1)
         anchors = torch.nonzero(is_pos.any(dim=1) & is_neg.any(dim=1)).reshape(-1)
         return anchors, hardest_pos[anchors], hardest_neg[anchors]
 
 
-MINERS: dict[str, type[Miner]] = {
-    "all": AllTripletsMiner,
-    "hard": HardTripletsMiner,
-}
-
-
 def build_miner(name: str, **kwargs: Any) -> Miner:
-    """Build a miner from its registry name (``MINERS``) and keyword arguments.
+    """Build a miner from its name in :data:`embedlab.registries.MINERS` and its arguments.
 
     Example:
         >>> build_miner("all", max_output_triplets=100)
@@ -193,11 +188,8 @@ def build_miner(name: str, **kwargs: Any) -> Miner:
         >>> build_miner("semihard")
         Traceback (most recent call last):
         ...
-        embedlab.errors.EmbedlabError: unknown miner 'semihard'; known miners: all, hard
+        embedlab.errors.EmbedlabError: params.yaml: train.miner.name: unknown miner 'semihard' ...
     """
-    if name not in MINERS:
-        raise EmbedlabError(f"unknown miner {name!r}; known miners: {', '.join(sorted(MINERS))}")
-    try:
-        return MINERS[name](**kwargs)
-    except TypeError as err:
-        raise EmbedlabError(f"miner {name!r}: bad arguments {sorted(kwargs)}: {err}") from err
+    from embedlab.registries import MINERS
+
+    return MINERS.build(name, **kwargs)

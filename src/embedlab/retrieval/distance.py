@@ -23,7 +23,7 @@ from torch import Tensor
 
 from embedlab.errors import EmbedlabError
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "METRICS", "auto_chunk_size", "knn", "pairwise_dist"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "METRICS", "augment", "auto_chunk_size", "knn", "pairwise_dist"]
 
 Metric = Literal["euclidean", "cosine"]
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
@@ -32,42 +32,80 @@ METRICS: tuple[str, ...] = ("euclidean", "cosine")
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
-def pairwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
-    """Distances between every row of ``x1`` and every row of ``x2``.
+def pairwise_dist(
+    x1: Tensor,
+    x2: Tensor,
+    metric: Metric = "euclidean",
+    *,
+    exact: bool = False,
+    paired: bool = False,
+    squared: bool = False,
+) -> Tensor:
+    """Distances between the rows of ``x1`` and ``x2``: the one distance of the library.
 
-    For ``p == 2`` it uses :math:`\\|a-b\\|^2 = \\|a\\|^2 + \\|b\\|^2 - 2a\\cdot b` (one matrix
-    product, like ``torch.cdist``'s fast path), clamps the squared distance at 0 before
-    the square root and gives a zero (not NaN) gradient where the distance is 0, so it
-    is safe inside a loss. Other ``p`` fall back to ``torch.cdist``.
+    Losses, miners, the chunked :func:`knn` and the indexes all measure with it, so
+    ``euclidean`` (:math:`\\|a-b\\|_2`) and ``cosine`` (:math:`1-\\cos(a, b)`) mean the
+    same everywhere.
 
     Args:
         x1: ``[N, D]`` tensor.
-        x2: ``[M, D]`` tensor.
-        p: norm degree.
+        x2: ``[M, D]`` tensor (``[N, D]`` with ``paired``).
+        metric: ``"euclidean"`` or ``"cosine"``.
+        exact: compute each distance from the difference vector (``vector_norm(a - b)``)
+            instead of one matrix product. Exact for near-identical rows, where the
+            product form loses digits to cancellation, but it holds ``N x M x D`` values:
+            meant for batches (miners), not for search.
+        paired: row ``i`` of ``x1`` against row ``i`` of ``x2`` only; returns ``[N]``
+            (always exact: no matrix product to save).
+        squared: squared euclidean distances (what top-k search ranks by).
 
     Returns:
-        ``[N, M]`` tensor of distances.
+        ``[N, M]`` distances (``[N]`` with ``paired``). The product form clamps round-off
+        at 0 and has a zero (not NaN) gradient where a distance is 0, so it is safe
+        inside a loss.
 
     Example:
         >>> a = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
         >>> pairwise_dist(a, a)
         tensor([[0., 5.],
                 [5., 0.]])
+        >>> pairwise_dist(a, a.flip(0), paired=True)
+        tensor([5., 5.])
+        >>> pairwise_dist(a, torch.tensor([[1.0, 0.0]]), metric="cosine")
+        tensor([[1.0000],
+                [0.4000]])
     """
+    _check_metric(metric, "pairwise_dist")
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
         raise EmbedlabError(
             f"pairwise_dist: expected [N, D] and [M, D] tensors, got {tuple(x1.shape)} "
             f"and {tuple(x2.shape)}"
         )
-    if p != 2:
-        return torch.cdist(x1, x2, p=p)
-    squared = (
-        x1.pow(2).sum(dim=1, keepdim=True) + x2.pow(2).sum(dim=1).unsqueeze(0) - 2 * (x1 @ x2.T)
-    )
-    positive = squared > 0
+    if paired or exact:
+        if paired and x1.shape != x2.shape:
+            raise EmbedlabError(
+                f"pairwise_dist(paired=True): shapes differ, {tuple(x1.shape)} and "
+                f"{tuple(x2.shape)}"
+            )
+        a, b = (x1, x2) if paired else (x1[:, None, :], x2[None, :, :])
+        if metric == "cosine":
+            return 1 - F.cosine_similarity(a, b, dim=-1)
+        dist = torch.linalg.vector_norm(a - b, dim=-1)
+        return dist.square() if squared else dist
+    block = augment(x1, metric, side="query") @ augment(x2, metric, side="gallery").T
+    if metric == "cosine":
+        return block
+    positive = block > 0
+    if squared:
+        return block * positive
     # sqrt'(0) is infinite: feed 1 where the distance is 0 and mask it out, so the
     # gradient there is exactly 0 instead of NaN.
-    return torch.where(positive, squared, torch.ones_like(squared)).sqrt() * positive
+    return torch.where(positive, block, torch.ones_like(block)).sqrt() * positive
+
+
+def _check_metric(metric: str, where: str) -> None:
+    if metric not in METRICS:
+        raise EmbedlabError(f"{where}: metric must be one of {METRICS}, got {metric!r}")
 
 
 def auto_chunk_size(n_gallery: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -140,7 +178,7 @@ def knn(
     if n_queries == 0 or n_gallery == 0:
         return out_dist, out_idx
 
-    g_aug = _augment(gallery.to(device), metric, side="gallery")
+    g_aug = augment(gallery.detach().to(device, torch.float32), metric, side="gallery")
     exclusions = [
         _KeyMatcher(
             query_ids, gallery_ids, "query_ids", n_queries, n_gallery, ignore_negative=False
@@ -159,7 +197,8 @@ def knn(
     for start in starts:
         stop = min(start + rows_per_chunk, n_queries)
         # One GEMM yields the full distance (squared for euclidean) thanks to augmentation.
-        block = _augment(queries[start:stop], metric, side="query") @ g_aug.T
+        chunk = queries[start:stop].detach().to(torch.float32)
+        block = augment(chunk, metric, side="query") @ g_aug.T
         for matcher in exclusions:
             matcher.mask_out(block, start, stop)
         dist, idx = _topk_stable(block, k_eff)
@@ -177,8 +216,7 @@ def knn(
 def _check_knn_inputs(
     queries: Tensor, gallery: Tensor, k: int, metric: str, chunk_size: int | None
 ) -> None:
-    if metric not in METRICS:
-        raise EmbedlabError(f"knn: metric must be one of {METRICS}, got {metric!r}")
+    _check_metric(metric, "knn")
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
         raise EmbedlabError(
             f"knn: expected [Q, D] queries and [G, D] gallery, got {tuple(queries.shape)} "
@@ -190,14 +228,19 @@ def _check_knn_inputs(
         raise EmbedlabError(f"knn: chunk_size must be >= 1 or None, got {chunk_size}")
 
 
-def _augment(x: Tensor, metric: str, *, side: Literal["query", "gallery"]) -> Tensor:
+def augment(x: Tensor, metric: str, *, side: Literal["query", "gallery"]) -> Tensor:
     """Append columns so that ``augment(q, "query") @ augment(g, "gallery").T`` is the distance.
 
-    Euclidean: ``[q, |q|^2, 1] . [-2g, 1, |g|^2] = |q - g|^2``.
+    Euclidean: ``[q, |q|^2, 1] . [-2g, 1, |g|^2] = |q - g|^2`` (squared).
     Cosine: ``[q/|q|, 1] . [-g/|g|, 1] = 1 - cos(q, g)``.
+    The matrix-product form of :func:`pairwise_dist`; :func:`knn` and the exact index
+    augment their gallery once and reuse it for every block of queries.
+
+    >>> g = augment(torch.tensor([[3.0, 4.0]]), "euclidean", side="gallery")
+    >>> augment(torch.zeros(1, 2), "euclidean", side="query") @ g.T
+    tensor([[25.]])
     """
-    x = x.detach().to(torch.float32)
-    ones = torch.ones(x.shape[0], 1, device=x.device)
+    ones = torch.ones(x.shape[0], 1, device=x.device, dtype=x.dtype)
     if metric == "cosine":
         x = F.normalize(x, dim=1)
         return torch.cat([x if side == "query" else -x, ones], dim=1)

@@ -30,7 +30,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.io import atomic_path, read_json, write_json
 
 # knn's own building blocks, so the index keeps its arithmetic and tie order exactly.
-from embedlab.retrieval.distance import METRICS, _augment, _topk_stable, auto_chunk_size
+from embedlab.retrieval.distance import METRICS, _topk_stable, augment, auto_chunk_size
 
 __all__ = ["ExactIndex", "FaissIndex", "load_index"]
 
@@ -125,7 +125,7 @@ class ExactIndex:
         out = torch.empty((n, dim + extra), dtype=torch.float32)
         for start in range(0, n, block_rows):
             block = np.array(self.embeddings[start : start + block_rows], dtype=np.float32)
-            out[start : start + len(block)] = _augment(
+            out[start : start + len(block)] = augment(
                 torch.from_numpy(block), self.metric, side="gallery"
             )
         return out
@@ -155,7 +155,7 @@ class ExactIndex:
         k_eff = min(k, n_gallery)
         for start in range(0, n_queries, rows_per_chunk):
             stop = min(start + rows_per_chunk, n_queries)
-            block = _augment(q[start:stop], self.metric, side="query") @ gallery.T
+            block = augment(q[start:stop], self.metric, side="query") @ gallery.T
             dist, idx = _topk_stable(block, k_eff)
             del block
             dist = dist.clamp_(min=0)

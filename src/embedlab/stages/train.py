@@ -29,6 +29,7 @@ from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
 from embedlab.losses import TripletLossWithMiner
 from embedlab.miners import build_miner
 from embedlab.models import TimmExtractor, save_extractor
+from embedlab.registries import OPTIMIZERS
 from embedlab.stages.common import (
     CHECKPOINTS_DIR,
     MANIFEST,
@@ -45,14 +46,11 @@ from embedlab.tracking.names import metric_names
 
 
 def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimizer:
-    """The optimizer named in ``train.optimizer``."""
+    """The optimizer named in ``train.optimizer`` (:data:`embedlab.registries.OPTIMIZERS`)."""
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.name == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    if cfg.name == "adam":
-        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        kwargs["momentum"] = cfg.momentum
+    return OPTIMIZERS.build(cfg.name, params=parameters, **kwargs)
 
 
 def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:

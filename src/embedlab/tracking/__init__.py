@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import time
@@ -14,21 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedlab.io import read_json, write_json
+from embedlab.registries import TRACKERS
 from embedlab.tracking.base import RunInfo, Tracker, TrackerError, TrackerHub
 from embedlab.tracking.secrets import redact, redact_mapping
 
 if TYPE_CHECKING:
     from embedlab.config import Params
-
-BACKENDS: dict[str, str] = {
-    "tensorboard": "embedlab.tracking.tensorboard:TensorBoardTracker",
-    "mlflow": "embedlab.tracking.mlflow:MlflowTracker",
-    "wandb": "embedlab.tracking.wandb:WandbTracker",
-    "neptune": "embedlab.tracking.neptune:NeptuneTracker",
-    "dvclive": "embedlab.tracking.dvclive:DvcliveTracker",
-    "csv": "embedlab.tracking.csv:CsvTracker",
-}
-"""Backend name -> ``module:class``; imported only when used."""
 
 RUN_FILE = Path("reports") / "run.json"
 
@@ -39,8 +29,7 @@ def backend_class(name: str) -> type[Tracker]:
     >>> backend_class("csv").__name__
     'CsvTracker'
     """
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return TRACKERS.get(name)
 
 
 class _Unavailable(Tracker):
@@ -135,7 +124,7 @@ def write_run_ids(root: Path, hub: TrackerHub) -> None:
 
 
 __all__ = [
-    "BACKENDS",
+    "TRACKERS",
     "RunInfo",
     "Tracker",
     "TrackerError",

@@ -1,7 +1,8 @@
 """Data sources: each turns some input into image files + a manifest DataFrame.
 
 A source is a function ``prepare(cfg: PrepareParams, out_dir: Path) -> PreparedData``.
-The registry maps ``prepare.source`` names to them; modules are imported lazily.
+:data:`embedlab.registries.SOURCES` maps ``prepare.source`` names to them; modules are
+imported lazily.
 Sources that read a native layout report a missing or malformed input file as an
 :class:`~embedlab.errors.EmbedlabError` naming the file and line; the prepare stage then
 validates the returned manifest (columns, splits, image files) like any other.
@@ -9,7 +10,6 @@ validates the returned manifest (columns, splits, image files) like any other.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from embedlab.errors import EmbedlabError
+from embedlab.registries import SOURCES
 
 if TYPE_CHECKING:
     from embedlab.config import PrepareParams
@@ -37,27 +37,10 @@ class PreparedData:
     ``<source> manifest``."""
 
 
-SOURCES: dict[str, str] = {
-    "digits": "embedlab.data.sources.digits:prepare_digits",
-    "imagefolder": "embedlab.data.sources.imagefolder:prepare_imagefolder",
-    "csv": "embedlab.data.sources.csv:prepare_csv",
-    "cub": "embedlab.data.sources.cub:prepare_cub",
-    "sop": "embedlab.data.sources.sop:prepare_sop",
-    "cars": "embedlab.data.sources.cars:prepare_cars",
-    "inshop": "embedlab.data.sources.inshop:prepare_inshop",
-}
-"""Source name -> ``module:function``."""
-
-
 def get_source(name: str) -> Callable[[PrepareParams, Path], PreparedData]:
-    """Look a source up by name.
+    """Look a source up by name in :data:`embedlab.registries.SOURCES`.
 
     >>> get_source("digits").__name__
     'prepare_digits'
     """
-    if name not in SOURCES:
-        raise EmbedlabError(
-            f"params.yaml: prepare.source: unknown source {name!r} (known: {', '.join(SOURCES)})"
-        )
-    module, func = SOURCES[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    return SOURCES.get(name)

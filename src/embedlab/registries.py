@@ -1,0 +1,94 @@
+"""Every component chosen by name in ``params.yaml``, in one place and one form.
+
+Each :class:`~embedlab.registry.Registry` is the single source of its names: config
+validation, "did you mean" messages, the docs and the test that builds every entry all
+read them from here. Nothing is imported until an entry is used, so importing this
+module (and ``embedlab.config``) stays cheap.
+
+>>> LOSSES.names[:1], "hard" in MINERS
+(('triplet',), True)
+>>> OPTIMIZERS.get("sgd").__name__
+'SGD'
+"""
+
+from __future__ import annotations
+
+from embedlab.registry import Registry
+
+SOURCES = Registry(
+    "source",
+    "params.yaml: prepare.source",
+    {
+        "digits": "embedlab.data.sources.digits:prepare_digits",
+        "imagefolder": "embedlab.data.sources.imagefolder:prepare_imagefolder",
+        "csv": "embedlab.data.sources.csv:prepare_csv",
+        "cub": "embedlab.data.sources.cub:prepare_cub",
+        "sop": "embedlab.data.sources.sop:prepare_sop",
+        "cars": "embedlab.data.sources.cars:prepare_cars",
+        "inshop": "embedlab.data.sources.inshop:prepare_inshop",
+    },
+)
+"""``prepare.source``: functions ``(PrepareParams, out_dir) -> PreparedData``."""
+
+LOSSES = Registry(
+    "loss",
+    "params.yaml: train.loss.name",
+    {
+        "triplet": "embedlab.losses.triplet:TripletLossWithMiner",
+    },
+)
+"""``train.loss.name``: ``torch.nn.Module`` classes ``(embeddings, labels) -> loss``."""
+
+MINERS = Registry(
+    "miner",
+    "params.yaml: train.miner.name",
+    {
+        "all": "embedlab.miners.triplets:AllTripletsMiner",
+        "hard": "embedlab.miners.triplets:HardTripletsMiner",
+    },
+)
+"""``train.miner.name``: :class:`~embedlab.miners.Miner` classes."""
+
+OPTIMIZERS = Registry(
+    "optimizer",
+    "params.yaml: train.optimizer.name",
+    {
+        "adamw": "torch.optim:AdamW",
+        "adam": "torch.optim:Adam",
+        "sgd": "torch.optim:SGD",
+    },
+)
+"""``train.optimizer.name``: ``torch.optim`` classes."""
+
+TRACKERS = Registry(
+    "tracker",
+    "params.yaml: tracking.loggers",
+    {
+        "tensorboard": "embedlab.tracking.tensorboard:TensorBoardTracker",
+        "mlflow": "embedlab.tracking.mlflow:MlflowTracker",
+        "wandb": "embedlab.tracking.wandb:WandbTracker",
+        "neptune": "embedlab.tracking.neptune:NeptuneTracker",
+        "dvclive": "embedlab.tracking.dvclive:DvcliveTracker",
+        "csv": "embedlab.tracking.csv:CsvTracker",
+    },
+)
+"""``tracking.loggers``: :class:`~embedlab.tracking.Tracker` classes ``(params, root)``."""
+
+INDEXES = Registry(
+    "index",
+    "params.yaml: embed.index",
+    {
+        "exact": "embedlab.retrieval.index:ExactIndex",
+        "faiss": "embedlab.retrieval.index:FaissIndex",
+    },
+)
+"""``embed.index``: search indexes ``(gallery, metric=..., ...)`` with ``search`` and ``save``."""
+
+ALL: dict[str, Registry] = {
+    "sources": SOURCES,
+    "losses": LOSSES,
+    "miners": MINERS,
+    "optimizers": OPTIMIZERS,
+    "trackers": TRACKERS,
+    "indexes": INDEXES,
+}

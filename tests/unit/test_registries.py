@@ -1,0 +1,102 @@
+"""Every registry entry builds, and config validation reads its names from the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from embedlab.config import Params, ParamsError, parse_params
+from embedlab.errors import EmbedlabError
+from embedlab.registries import ALL, INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
+from embedlab.registry import Registry
+
+
+def _entries(registry: Registry) -> list[str]:
+    return list(registry.names)
+
+
+@pytest.mark.parametrize("name", _entries(SOURCES))
+def test_every_source_resolves_to_a_prepare_function(name: str) -> None:
+    assert callable(SOURCES.get(name))
+
+
+@pytest.mark.parametrize("name", _entries(LOSSES))
+def test_every_loss_builds_and_backpropagates(name: str) -> None:
+    loss = LOSSES.build(name)
+    features = torch.randn(8, 4, requires_grad=True)
+    value = loss(features, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    value.backward()
+    assert torch.isfinite(value) and features.grad is not None
+
+
+@pytest.mark.parametrize("name", _entries(MINERS))
+def test_every_miner_builds_and_mines(name: str) -> None:
+    anchors, positives, negatives = MINERS.build(name).sample(
+        torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    )
+    assert len(anchors) == len(positives) == len(negatives) > 0
+
+
+@pytest.mark.parametrize("name", _entries(OPTIMIZERS))
+def test_every_optimizer_builds(name: str) -> None:
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = OPTIMIZERS.build(name, params=[weight], lr=0.1)
+    weight.sum().backward()
+    optimizer.step()
+    assert not torch.equal(weight.detach(), torch.ones(2))
+
+
+@pytest.mark.parametrize("name", _entries(TRACKERS))
+def test_every_tracker_builds(name: str, tmp_path: Path) -> None:
+    tracker = TRACKERS.build(name, params=Params(), root=tmp_path)
+    assert tracker.name == name
+
+
+@pytest.mark.parametrize("name", _entries(INDEXES))
+def test_every_index_builds_and_searches(name: str) -> None:
+    if name == "faiss":
+        pytest.importorskip("faiss")
+    gallery = np.eye(4, dtype=np.float32)
+    _, indices = INDEXES.build(name, embeddings=gallery, metric="euclidean").search(gallery[:2], 1)
+    assert indices[:, 0].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "registry"),
+    [
+        ({"prepare": {"source": "{}"}}, "prepare.source", SOURCES),
+        ({"train": {"loss": {"name": "{}"}}}, "train.loss.name", LOSSES),
+        ({"train": {"miner": {"name": "{}"}}}, "train.miner.name", MINERS),
+        ({"train": {"optimizer": {"name": "{}"}}}, "train.optimizer.name", OPTIMIZERS),
+        ({"tracking": {"loggers": ["{}"]}}, "tracking.loggers", TRACKERS),
+        ({"embed": {"index": "{}"}}, "embed.index", INDEXES),
+    ],
+)
+def test_config_accepts_exactly_the_registered_names(
+    section: dict, key: str, registry: Registry
+) -> None:
+    def filled(name: str) -> dict:
+        import json
+
+        return json.loads(json.dumps(section).replace("{}", name))
+
+    for name in registry.names:
+        parse_params(filled(name))
+    typo = registry.names[0][:-1] + "x"
+    with pytest.raises(ParamsError, match=rf"params.yaml: {key}: unknown {registry.kind} '{typo}'"):
+        parse_params(filled(typo))
+
+
+def test_unknown_name_at_lookup_names_the_key() -> None:
+    with pytest.raises(EmbedlabError, match=r"train.loss.name: unknown loss 'tripplet' \(did you"):
+        LOSSES.get("tripplet")
+
+
+def test_every_registry_of_the_module_is_listed_in_all() -> None:
+    import embedlab.registries as module
+
+    defined = [v for v in vars(module).values() if isinstance(v, Registry)]
+    assert sorted(id(r) for r in defined) == sorted(id(r) for r in ALL.values())
