@@ -26,7 +26,7 @@ _PUBLIC = {
     "pairwise_dist": "embedlab.retrieval",
     "ExtractorModule": "embedlab.lightning",
     "MetricValCallback": "embedlab.lightning",
-    "Searcher": "embedlab.retrieval.searcher",
+    "Searcher": "embedlab.embedding.searcher",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -78,7 +78,7 @@ def format_table(result: object, query: int, out: TextIO) -> None:
 
     Example:
         >>> import io, numpy as np
-        >>> from embedlab.retrieval.searcher import SearchResult
+        >>> from embedlab.embedding.searcher import SearchResult
         >>> r = SearchResult(["q.png"], np.array([[4, -1]]), np.array([[0.5, np.inf]]),
         ...                  np.array([[7, -1]]), [["a/b.png", ""]], [["/d/a/b.png", ""]])
         >>> buffer = io.StringIO(); format_table(r, 0, buffer); print(buffer.getvalue().strip())
@@ -86,7 +86,7 @@ def format_table(result: object, query: int, out: TextIO) -> None:
         rank  path     label  distance
            1  a/b.png      7    0.5000
     """
-    from embedlab.retrieval.searcher import SearchResult
+    from embedlab.embedding.searcher import SearchResult
 
     assert isinstance(result, SearchResult)
     found = [r for r in range(result.ids.shape[1]) if result.ids[query, r] >= 0]
@@ -102,7 +102,7 @@ def format_table(result: object, query: int, out: TextIO) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from embedlab.retrieval.searcher import Searcher, expand_image_paths
+    from embedlab.embedding.searcher import Searcher, expand_image_paths
 
     if args.top_k < 1:
         raise EmbedlabError(f"--top-k must be >= 1, got {args.top_k}")
@@ -132,8 +132,8 @@ def _write_grid(result: object, queries: Sequence[Path], out: Path, max_rows: in
     image of the dataset (label unknown) every retrieved frame is green.
     """
     from embedlab.data.datasets import load_image
+    from embedlab.embedding.searcher import SearchResult
     from embedlab.io import atomic_path
-    from embedlab.retrieval.searcher import SearchResult
     from embedlab.viz import GridRow, draw_retrieval_grid
 
     assert isinstance(result, SearchResult)

@@ -30,9 +30,10 @@ from embedlab.config import load_params, parse_params
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
 from embedlab.data.transforms import eval_transform
+from embedlab.embedding import embed_dataset
 from embedlab.models import TimmExtractor, load_extractor, save_extractor
 from embedlab.stages.common import MANIFEST, MODELS_DIR
-from embedlab.stages.embed import embed_dataset, run_embed
+from embedlab.stages.embed import run_embed
 from embedlab.stages.prepare import run_prepare
 
 _REPO_MODEL = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train.model

@@ -13,8 +13,8 @@ from PIL import Image
 
 from embedlab import cli
 from embedlab.cli import main
+from embedlab.embedding.searcher import GALLERY_CHOICES, Searcher
 from embedlab.models.export import FORMATS
-from embedlab.retrieval.searcher import GALLERY_CHOICES, Searcher
 from embedlab.viz import draw_retrieval_grid
 from tests.unit.test_searcher import make_workspace
 

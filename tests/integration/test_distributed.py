@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from embedlab.config import Params
+from embedlab.embedding.store import EMBEDDINGS_FILE, ITEMS_FILE
 from embedlab.io import read_json
 from embedlab.stages.common import EMBEDDINGS_DIR, TRAIN_REPORT
-from embedlab.stages.embed import EMBEDDINGS_FILE, ITEMS_FILE, run_embed
+from embedlab.stages.embed import run_embed
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.validate import run_validate
 from embedlab.tracking import RUN_FILE

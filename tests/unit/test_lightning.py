@@ -35,6 +35,32 @@ class MemoryLogger(Logger):
         self.images.append((key, step))
 
 
+class VectorValidation:
+    """The parts of a DatasetQueryGallery the callback reads, over in-memory vectors."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:  # an inference item
+        return {"idx": idx, "input_tensors": self.items[idx]["input_tensors"]}
+
+    def columns(self) -> dict[str, Any]:
+        n = len(self.items)
+        return {
+            "labels": torch.tensor([item["labels"] for item in self.items]),
+            "is_query": torch.ones(n, dtype=torch.bool),
+            "is_gallery": torch.ones(n, dtype=torch.bool),
+            "paths": [item["paths"] for item in self.items],
+            "idx": torch.arange(n),
+        }
+
+    def read_image(self, idx: int) -> Image.Image:
+        return Image.new("RGB", (8, 8))
+
+
 def _items(n: int, generator: torch.Generator) -> list[dict[str, Any]]:
     """Dataset items of 4 well-separated classes (batches of 16 hold 4 x 4)."""
     centers = torch.randn(4, 8, generator=generator) * 3
@@ -64,10 +90,11 @@ def test_fit_logs_losses_miner_stats_metrics_and_images(tmp_path) -> None:
         cmc_top_k=(1,), precision_top_k=(3,), map_top_k=(3,), extra_keys=("paths",)
     )
     seen: list[dict] = []
+    validation = VectorValidation(val)
     callback = MetricValCallback(
         metric,
+        validation,  # type: ignore[arg-type]
         log_images=True,
-        load_image=lambda position: Image.new("RGB", (8, 8)),
         image_options={"n_queries": 2, "n_worst": 2, "top_k": 3, "worst_by": "map@3"},
         on_metrics=seen.append,
     )
@@ -84,7 +111,7 @@ def test_fit_logs_losses_miner_stats_metrics_and_images(tmp_path) -> None:
         num_sanity_val_steps=0,
         default_root_dir=str(tmp_path),
     )
-    val_loader = torch.utils.data.DataLoader(val, batch_size=16)
+    val_loader = torch.utils.data.DataLoader(validation, batch_size=16)
     trainer.validate(module, val_loader, verbose=False)
     trainer.fit(module, torch.utils.data.DataLoader(train, batch_size=16), val_loader)
     step_keys = set().union(*(m.keys() for _, m in logger.metrics))

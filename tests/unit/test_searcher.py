@@ -16,10 +16,10 @@ from embedlab.config import parse_params
 from embedlab.data.datasets import load_image
 from embedlab.data.manifest import write_manifest
 from embedlab.data.transforms import eval_transform
+from embedlab.embedding.searcher import Searcher
 from embedlab.errors import EmbedlabError
 from embedlab.models import TimmExtractor, load_extractor, save_extractor
 from embedlab.retrieval import pairwise_dist
-from embedlab.retrieval.searcher import Searcher
 from embedlab.stages.embed import run_embed
 
 TINY = {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -193,7 +193,7 @@ def test_load_errors_are_one_line(tmp_path: Path, workspace: Path) -> None:
 
 def test_embed_dataset_in_worker_processes_equals_in_process(workspace: Path) -> None:
     from embedlab.data.datasets import DatasetQueryGallery
-    from embedlab.stages.embed import embed_dataset
+    from embedlab.embedding import embed_dataset
 
     root = workspace.parent.parent
     items = pd.read_parquet(workspace / "items.parquet")

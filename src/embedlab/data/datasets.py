@@ -1,13 +1,15 @@
 """Datasets over a manifest: items are dicts, images decoded in DataLoader workers.
 
-Item keys: ``input_tensors`` (C,H,W float), ``labels`` (int), ``paths`` (str), ``idx``
-(position in the dataset) and, for :class:`DatasetQueryGallery`, ``is_query``,
-``is_gallery``, ``categories`` and ``sequence`` (strings, ``""`` when absent).
+Item keys (:mod:`embedlab.data.keys`): ``input_tensors`` (C,H,W float), ``labels`` (int),
+``paths`` (str), ``idx`` (position in the dataset) and, for :class:`DatasetQueryGallery`,
+``is_query``, ``is_gallery``, ``categories`` and ``sequence`` (strings, ``""`` when
+absent). Whole columns are public attributes, so code that needs every row's label or
+role reads them here instead of iterating over items. :class:`InferenceImages` is the
+lean view that embedding passes load: ``(idx, uint8 image)`` items.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from embedlab.data import keys
 from embedlab.data.manifest import BBOX_COLUMNS, resolve_paths
+from embedlab.data.transforms import split_transform
 from embedlab.errors import EmbedlabError
 
 Transform = Callable[[Image.Image], Any]
@@ -66,8 +70,12 @@ class DatasetWithLabels(Dataset):
         self.df = df.reset_index(drop=True)
         self.dataset_root = Path(dataset_root)
         self.transform = transform
-        self._paths = resolve_paths(self.df["path"], self.dataset_root)
-        self._labels = self.df["label"].to_numpy(dtype=np.int64)
+        self.files = resolve_paths(self.df["path"], self.dataset_root)
+        """Each item's image file, resolved against the dataset root."""
+        self.labels = self.df["label"].to_numpy(dtype=np.int64)
+        """Each item's label (``int64``)."""
+        self.paths = self.df["path"].astype(str).to_numpy()
+        """Each item's path as the manifest writes it."""
         has_bbox = all(c in self.df.columns for c in BBOX_COLUMNS)
         self._bboxes = self.df[list(BBOX_COLUMNS)].to_numpy(dtype=float) if has_bbox else None
 
@@ -76,7 +84,7 @@ class DatasetWithLabels(Dataset):
 
     def get_labels(self) -> np.ndarray:
         """Labels of every item, in order (what :class:`BalanceSampler` needs)."""
-        return self._labels
+        return self.labels
 
     def bbox(self, idx: int) -> tuple[float, float, float, float] | None:
         """The item's bbox, or None when the manifest has none for it."""
@@ -87,15 +95,15 @@ class DatasetWithLabels(Dataset):
 
     def read_image(self, idx: int) -> Image.Image:
         """The item's image, cropped to its bbox, before any transform."""
-        return load_image(self._paths[idx], self.bbox(idx))
+        return load_image(self.files[idx], self.bbox(idx))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         image = self.read_image(idx)
         return {
-            "input_tensors": self.transform(image) if self.transform else image,
-            "labels": int(self._labels[idx]),
-            "paths": str(self.df["path"].iat[idx]),
-            "idx": int(idx),
+            keys.INPUT: self.transform(image) if self.transform else image,
+            keys.LABELS: int(self.labels[idx]),
+            keys.PATHS: str(self.paths[idx]),
+            keys.IDX: int(idx),
         }
 
 
@@ -103,6 +111,11 @@ class DatasetQueryGallery(DatasetWithLabels):
     """Validation items with their query/gallery roles.
 
     When the manifest has no split info, every item is both query and gallery.
+
+    >>> df = pd.DataFrame({"label": [1, 1], "path": ["a.png", "b.png"], "is_query": [1, 0]})
+    >>> ds = DatasetQueryGallery(df, "/data")
+    >>> ds.is_query.tolist(), ds.is_gallery.tolist(), ds.categories.tolist()
+    ([True, False], [True, True], ['', ''])
     """
 
     def __init__(
@@ -110,28 +123,86 @@ class DatasetQueryGallery(DatasetWithLabels):
     ) -> None:
         super().__init__(df, dataset_root, transform)
         n = len(self.df)
-        self._is_query = self._column("is_query", np.ones(n, dtype=bool)).astype(bool)
-        self._is_gallery = self._column("is_gallery", np.ones(n, dtype=bool)).astype(bool)
-        self._categories = self._column("category", np.full(n, "", dtype=object)).astype(str)
-        self._sequence = self._column("sequence", np.full(n, "", dtype=object)).astype(str)
+        self.is_query = self._column("is_query", np.ones(n, dtype=bool)).astype(bool)
+        """Each item's query role (all True when the manifest has no such column)."""
+        self.is_gallery = self._column("is_gallery", np.ones(n, dtype=bool)).astype(bool)
+        """Each item's gallery role (all True when the manifest has no such column)."""
+        self.categories = self._column("category", np.full(n, "", dtype=object)).astype(str)
+        """Each item's category (``""`` when absent)."""
+        self.sequence = self._column("sequence", np.full(n, "", dtype=object)).astype(str)
+        """Each item's sequence id (``""`` when absent): never matched within a sequence."""
 
     def _column(self, name: str, default: np.ndarray) -> np.ndarray:
         return self.df[name].to_numpy() if name in self.df.columns else default
 
+    def columns(self) -> dict[str, Any]:
+        """Every item's label, role, category, sequence, path and position, by batch key:
+        with ``embeddings`` added, what :class:`~embedlab.metrics.EmbeddingMetrics` reads.
+
+        >>> df = pd.DataFrame({"label": [4, 5], "path": ["a.png", "b.png"]})
+        >>> sorted(DatasetQueryGallery(df, "/data").columns())
+        ['categories', 'idx', 'is_gallery', 'is_query', 'labels', 'paths', 'sequence']
+        """
+        import torch
+
+        # Copies: pandas hands out read-only arrays, which torch will not wrap.
+        return {
+            keys.LABELS: torch.tensor(self.labels),
+            keys.IS_QUERY: torch.tensor(self.is_query),
+            keys.IS_GALLERY: torch.tensor(self.is_gallery),
+            keys.CATEGORIES: list(self.categories),
+            keys.SEQUENCE: list(self.sequence),
+            keys.PATHS: self.paths.tolist(),
+            keys.IDX: torch.arange(len(self)),
+        }
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
         item = super().__getitem__(idx)
         item.update(
-            is_query=bool(self._is_query[idx]),
-            is_gallery=bool(self._is_gallery[idx]),
-            categories=str(self._categories[idx]),
-            sequence=str(self._sequence[idx]),
+            {
+                keys.IS_QUERY: bool(self.is_query[idx]),
+                keys.IS_GALLERY: bool(self.is_gallery[idx]),
+                keys.CATEGORIES: str(self.categories[idx]),
+                keys.SEQUENCE: str(self.sequence[idx]),
+            }
         )
         return item
 
 
-def worker_threads_init(_: int) -> None:
-    """Keep each DataLoader worker to one thread so workers don't fight the main process."""
-    import torch
+class InferenceImages(Dataset):
+    """Only the image of each item of ``dataset``, as ``{idx, input_tensors}``.
 
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    An embedding pass needs nothing else from the loader (labels and roles are whole
+    columns of the dataset), so no per-item dict of labels and strings is built and
+    collated. When the dataset's transform is the standard ``Resize -> ToTensor ->
+    Normalize`` of :func:`~embedlab.data.transforms.eval_transform`, images stop at
+    ``uint8`` (4x less to collate and to send from workers) and :attr:`batch_transform`
+    does the float conversion and normalisation once per batch: the same element-wise
+    operations, so the values are bit-identical.
+
+    >>> import tempfile, pathlib, torch
+    >>> from embedlab.data.transforms import eval_transform
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (4, 4), (10, 200, 30)).save(root / "a.png")
+    >>> pre = {"input_size": [3, 8, 8], "mean": [0.5] * 3, "std": [0.2] * 3}
+    >>> ds = DatasetWithLabels(pd.DataFrame({"label": [0], "path": ["a.png"]}), root,
+    ...                        eval_transform(pre))
+    >>> view = InferenceImages(ds)
+    >>> item = view[0]
+    >>> item["idx"], item["input_tensors"].dtype
+    (0, torch.uint8)
+    >>> torch.equal(view.batch_transform(item["input_tensors"][None]), ds[0]["input_tensors"][None])
+    True
+    """
+
+    def __init__(self, dataset: DatasetWithLabels) -> None:
+        self.dataset = dataset
+        self.item_transform, self.batch_transform = split_transform(dataset.transform)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        image = self.dataset.read_image(idx)
+        tensor = self.item_transform(image) if self.item_transform is not None else image
+        return {keys.IDX: int(idx), keys.INPUT: tensor}

@@ -55,13 +55,16 @@ class Manifest:
     dataset_root: Path
     source: Path | None = None
 
-    def absolute_paths(self) -> list[str]:
-        """Paths of every row, joined with ``dataset_root`` where relative."""
-        return resolve_paths(self.df["path"], self.dataset_root)
-
     def split(self, name: str) -> pd.DataFrame:
-        """Rows of one split, with their manifest row id kept in ``row_id``."""
-        return self.df[self.df["split"] == name]
+        """Rows of one split, with their manifest row number in a ``row_id`` column.
+
+        >>> df = pd.DataFrame({"label": [0, 1, 1], "path": ["a", "b", "c"],
+        ...                    "split": ["train", "validation", "validation"]})
+        >>> Manifest(df, Path("/data")).split("validation")["row_id"].tolist()
+        [1, 2]
+        """
+        mask = (self.df["split"] == name).to_numpy()
+        return self.df[mask].assign(row_id=np.flatnonzero(mask))
 
 
 def resolve_paths(paths: pd.Series, dataset_root: Path) -> list[str]:

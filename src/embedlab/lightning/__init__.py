@@ -1,11 +1,16 @@
 """Lightning edge: the training module, its callbacks and crash-safe checkpoint IO."""
 
-from embedlab.lightning.callbacks import EpochSeedCallback, MetricValCallback
+from embedlab.lightning.callbacks import (
+    EmbeddingCollector,
+    EpochSeedCallback,
+    MetricValCallback,
+)
 from embedlab.lightning.checkpoint import AtomicCheckpointIO, ResumeState
 from embedlab.lightning.module import ExtractorModule
 
 __all__ = [
     "AtomicCheckpointIO",
+    "EmbeddingCollector",
     "EpochSeedCallback",
     "ExtractorModule",
     "MetricValCallback",

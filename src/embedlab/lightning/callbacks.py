@@ -1,5 +1,7 @@
 """``MetricValCallback``: retrieval metrics (and pictures) at every validation.
 
+``EmbeddingCollector``: the embeddings of a validation or prediction pass, gathered.
+
 ``EpochSeedCallback``: every epoch's randomness as a function of ``(seed, epoch, rank)``.
 """
 
@@ -12,88 +14,46 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
+from embedlab.data import keys
+from embedlab.data.datasets import DatasetQueryGallery
+from embedlab.embedding.gather import assemble, gather_batches
 from embedlab.metrics import EmbeddingMetrics
 from embedlab.tracking.names import metric_names
 from embedlab.viz import render_validation_images
 
 
-def _detach(batch: dict[str, Any], keys: set[str]) -> dict[str, Any]:
-    return {
-        k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-        if k in keys
-    }
+class EmbeddingCollector(Callback):
+    """Keep the ``{idx, embeddings}`` of every validation or prediction batch of a pass.
 
-
-def _metric_keys(metric: EmbeddingMetrics) -> set[str]:
-    """Batch keys :class:`EmbeddingMetrics` reads (the images themselves are not kept)."""
-    return {
-        metric.embeddings_key,
-        metric.labels_key,
-        metric.is_query_key,
-        metric.is_gallery_key,
-        metric.categories_key,
-        metric.sequence_key,
-        metric.indices_key,
-        *metric.extra_keys,
-    }
-
-
-def gather_batches(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every rank's batches, rank by rank (just ``batches`` outside a process group).
-
-    A collective: every rank must call it. Items repeated by a distributed sampler stay
-    repeated; :class:`EmbeddingMetrics` drops them by their ``idx``.
-
-    >>> gather_batches([{"idx": [0]}])
-    [{'idx': [0]}]
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return batches
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, batches)
-    return [batch for rank_batches in gathered for batch in rank_batches]
-
-
-class MetricValCallback(Callback):
-    """Feed validation outputs into ``metric``; log ``val/<category>/<metric>@<k>``.
-
-    Args:
-        metric: an :class:`EmbeddingMetrics`.
-        log_images: draw the prediction and worst-query grids at each validation and
-            send them to every logger that has ``log_image`` (step = global step).
-        load_image: position in the validation data -> PIL image (needed for pictures).
-        image_options: keyword arguments of :func:`render_validation_images`.
-        on_metrics: called with the computed metrics dict (the train stage keeps the last).
+    At the end of the pass every rank's parts are gathered (:func:`gather_batches`, a
+    collective), so :attr:`parts` holds the whole dataset on every rank.
     """
 
-    def __init__(
-        self,
-        metric: EmbeddingMetrics,
-        log_images: bool = False,
-        load_image: Callable[[int], Image.Image] | None = None,
-        image_options: dict[str, Any] | None = None,
-        on_metrics: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.metric = metric
-        self.log_images = log_images and load_image is not None
-        self.load_image = load_image
-        self.image_options = image_options or {}
-        self.on_metrics = on_metrics
-        self.last_images: dict[str, Image.Image] = {}
-        self._keys = _metric_keys(metric)
-        self._batches: list[dict[str, Any]] = []
+        self.parts: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+
+    def _keep(self, outputs: dict[str, Any]) -> None:
+        self._pending.append(
+            {
+                keys.IDX: outputs[keys.IDX].detach().cpu(),
+                keys.EMBEDDINGS: outputs[keys.EMBEDDINGS].detach().float().cpu(),
+            }
+        )
+
+    def _gather(self) -> list[dict[str, Any]]:
+        self.parts, self._pending = gather_batches(self._pending), []
+        return self.parts
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loaders = trainer.val_dataloaders
-        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        self.metric.setup(num_samples=len(loader.dataset))
-        self._batches = []
+        self._pending = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = []
 
     def on_validation_batch_end(
         self,
@@ -104,27 +64,83 @@ class MetricValCallback(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._batches.append(_detach(outputs, self._keys))
+        self._keep(outputs)
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._keep(outputs)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._gather()
+
+
+class MetricValCallback(EmbeddingCollector):
+    """Retrieval metrics of every validation pass; log ``val/<category>/<metric>@<k>``.
+
+    The one validation path of the project: training validates through it, and so does
+    the validate stage (``trainer.validate``). Batches bring ``{idx, embeddings}``
+    (:meth:`ExtractorModule.embed_step`); labels, roles and categories are whole columns
+    of ``dataset``, so nothing else travels through the loader.
+
+    Args:
+        metric: an :class:`EmbeddingMetrics`.
+        dataset: the validation :class:`~embedlab.data.datasets.DatasetQueryGallery`.
+        log_images: draw the prediction and worst-query grids at each validation and
+            send them to every logger that has ``log_image`` (step = global step).
+        image_options: keyword arguments of :func:`render_validation_images`.
+        on_metrics: called with the computed metrics dict (the train stage keeps them all).
+        log_metrics: send the metrics to the trainer's loggers.
+    """
+
+    def __init__(
+        self,
+        metric: EmbeddingMetrics,
+        dataset: DatasetQueryGallery,
+        log_images: bool = False,
+        image_options: dict[str, Any] | None = None,
+        on_metrics: Callable[[dict[str, Any]], None] | None = None,
+        log_metrics: bool = True,
+    ) -> None:
+        super().__init__()
+        self.metric = metric
+        self.dataset = dataset
+        self.log_images = log_images
+        self.image_options = image_options or {}
+        self.on_metrics = on_metrics
+        self.log_metrics = log_metrics
+        self.last_metrics: dict[str, Any] = {}
+        self.last_images: dict[str, Image.Image] = {}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Under DDP each rank embedded a shard: gather all of them, then every rank computes
-        # the same metrics (EmbeddingMetrics sorts by idx and drops the padding repeats).
-        for batch in gather_batches(self._batches):
-            self.metric.update_data(batch)
-        self._batches = []
+        # the same metrics; padding repeats write the same row twice.
+        embeddings = assemble(self._gather(), len(self.dataset))
+        self.parts = []
+        self.metric.setup(num_samples=len(self.dataset))
+        self.metric.update_data(
+            {**self.dataset.columns(), keys.EMBEDDINGS: torch.from_numpy(embeddings)}
+        )
         metrics = self.metric.compute_metrics()
+        self.last_metrics = metrics
         names = metric_names(metrics)
         # Lightning keeps them for callbacks (checkpoint monitors) but would send them to
         # the loggers as float32; loggers get the exact values, at the global step.
         pl_module.log_dict(names, on_epoch=True, batch_size=1, logger=False)
-        if trainer.is_global_zero:
+        if self.log_metrics and trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(names, step=trainer.global_step)
         if self.on_metrics is not None:
             self.on_metrics(metrics)
-        if self.log_images and trainer.is_global_zero and self.load_image is not None:
+        if self.log_images and trainer.is_global_zero:
             self.last_images = render_validation_images(
-                self.metric, self.load_image, **self.image_options
+                self.metric, self.dataset.read_image, **self.image_options
             )
             for name, image in self.last_images.items():
                 for logger in trainer.loggers:

@@ -1,4 +1,4 @@
-"""``ExtractorModule``: the training loop of an extractor with a metric-learning criterion."""
+"""``ExtractorModule``: the training loop of an extractor, and its embedding steps."""
 
 from __future__ import annotations
 
@@ -9,47 +9,51 @@ import lightning as L
 import torch
 from torch import nn
 
+from embedlab.data import keys
+
 
 class ExtractorModule(L.LightningModule):
-    """Train ``model`` with ``criterion(embeddings, labels)``; log loss and miner stats every step.
+    """Train ``model`` with ``criterion(embeddings, labels)``; log loss and its stats each step.
 
     ``optimizer`` is an optimizer instance (OML's pattern) or a factory taking the
-    parameters; ``scheduler`` likewise takes the optimizer. ``validation_step`` returns the
-    batch with its ``embeddings`` so :class:`MetricValCallback` can accumulate them.
+    parameters; ``scheduler`` likewise takes the optimizer. Validation and prediction
+    batches are :class:`~embedlab.data.datasets.InferenceImages` batches (``idx`` and
+    ``uint8`` images); ``inference_transform`` finishes them on the batch (see
+    :func:`~embedlab.data.transforms.split_transform`), and both steps return
+    ``{idx, embeddings}`` for :class:`~embedlab.lightning.EmbeddingCollector`. A module
+    with no criterion only embeds (the validate and embed stages).
 
     >>> from embedlab.losses import TripletLossWithMiner
     >>> model = nn.Linear(4, 2)
     >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     >>> module = ExtractorModule(model, TripletLossWithMiner(0.1), optimizer)
-    >>> module.input_key, module.labels_key
-    ('input_tensors', 'labels')
+    >>> sorted(module.embed_step({"idx": torch.tensor([0]), "input_tensors": torch.ones(1, 4)}))
+    ['embeddings', 'idx']
     """
 
     def __init__(
         self,
         model: nn.Module,
-        criterion: nn.Module,
-        optimizer: torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer],
+        criterion: nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
-        input_key: str = "input_tensors",
-        labels_key: str = "labels",
-        embeddings_key: str = "embeddings",
+        inference_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.criterion = criterion
         self._optimizer = optimizer
         self._scheduler = scheduler
-        self.input_key = input_key
-        self.labels_key = labels_key
-        self.embeddings_key = embeddings_key
+        self.inference_transform = inference_transform
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        embeddings = self.model(batch[self.input_key])
-        loss = self.criterion(embeddings, batch[self.labels_key])
+        if self.criterion is None:
+            raise RuntimeError("ExtractorModule: training needs a criterion")
+        embeddings = self.model(batch[keys.INPUT])
+        loss = self.criterion(embeddings, batch[keys.LABELS])
         size = len(embeddings)
         logs = {"train/loss": loss.detach()}
         for key, value in (getattr(self.criterion, "last_logs", None) or {}).items():
@@ -61,15 +65,23 @@ class ExtractorModule(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
         return loss
 
+    def embed_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{idx, embeddings}`` of an inference batch."""
+        images = batch[keys.INPUT]
+        if self.inference_transform is not None:
+            images = self.inference_transform(images)
+        return {keys.IDX: batch[keys.IDX], keys.EMBEDDINGS: self.model(images)}
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        embeddings = self.model(batch[self.input_key])
-        return {**batch, self.embeddings_key: embeddings}
+        return self.embed_step(batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"idx": batch["idx"], self.embeddings_key: self.model(batch[self.input_key])}
+        return self.embed_step(batch)
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer
+        if optimizer is None:
+            raise RuntimeError("ExtractorModule: training needs an optimizer")
         if not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(self.model.parameters())
         if self._scheduler is None:

@@ -1,19 +1,22 @@
-"""Pieces shared by the stages: fixed paths, the metric builder, the embedding pass."""
+"""Pieces shared by the stages: fixed paths, the metric builder, the grids' options."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from torch.utils.data import DataLoader, Dataset
 
-from embedlab.data.datasets import worker_threads_init
 from embedlab.errors import EmbedlabError
 
 if TYPE_CHECKING:
-    from embedlab.config import ValidateParams
+    from torch.utils.data import DataLoader
+
+    from embedlab.config import Params, ValidateParams
+    from embedlab.data.manifest import Manifest
+    from embedlab.lightning import MetricValCallback
     from embedlab.metrics import EmbeddingMetrics
 
 log = logging.getLogger("embedlab")
@@ -51,8 +54,8 @@ def build_metric(
 def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
     """Keyword arguments of ``render_validation_images`` from ``validate.images``.
 
-    ``validate.images.query_ids`` are manifest row ids (``val_df``'s index); the grid
-    wants query numbers (positions among the validation queries, in manifest order).
+    ``validate.images.query_ids`` are manifest row ids (``val_df``'s ``row_id``); the
+    grid wants query numbers (positions among the validation queries, in manifest order).
     """
     images = cfg.images
     options: dict[str, Any] = {
@@ -62,7 +65,7 @@ def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
         "top_k": images.top_k,
     }
     if images.query_ids:
-        query_rows = list(val_df.index[val_df["is_query"].to_numpy(dtype=bool)])
+        query_rows = list(val_df["row_id"][val_df["is_query"].to_numpy(dtype=bool)])
         number = {row: i for i, row in enumerate(query_rows)}
         unknown = [r for r in images.query_ids if r not in number]
         if unknown:
@@ -74,13 +77,38 @@ def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
     return options
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs: Any) -> DataLoader:
-    """A DataLoader that decodes images in worker processes when ``num_workers > 0``."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        worker_init_fn=worker_threads_init if num_workers > 0 else None,
-        **kwargs,
+def validation_setup(
+    params: Params,
+    manifest: Manifest,
+    preprocessing: dict[str, Any],
+    *,
+    log_images: bool,
+    num_workers: int,
+    persistent_workers: bool = False,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    verbose: bool = False,
+) -> tuple[DataLoader, MetricValCallback]:
+    """The validation loader and :class:`MetricValCallback` of the manifest's validation split.
+
+    Training and the validate stage both validate with these, through Lightning's
+    validation loop, so their numbers cannot drift apart.
+    """
+    from embedlab.data.datasets import DatasetQueryGallery, InferenceImages
+    from embedlab.data.loaders import inference_loader
+    from embedlab.data.transforms import eval_transform
+    from embedlab.lightning import MetricValCallback
+
+    val_df = manifest.split("validation")
+    dataset = DatasetQueryGallery(val_df, manifest.dataset_root, eval_transform(preprocessing))
+    images = InferenceImages(dataset)
+    loader = inference_loader(
+        images, params.validate.batch_size, num_workers, persistent=persistent_workers
     )
+    callback = MetricValCallback(
+        build_metric(params.validate, verbose=verbose),
+        dataset,
+        log_images=log_images,
+        image_options=image_options(params.validate, val_df),
+        on_metrics=on_metrics,
+    )
+    return loader, callback

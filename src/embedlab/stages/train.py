@@ -1,22 +1,31 @@
-"""train: fit the extractor with a triplet loss on class-balanced batches, in Lightning."""
+"""train: fit the extractor with a metric-learning loss on class-balanced batches, in Lightning.
+
+:func:`run_train` builds the parts (:func:`build_model`, :func:`build_train_loader`,
+:func:`build_criterion`, :func:`build_module`, :func:`build_callbacks`,
+:func:`build_fit_trainer`) and runs them: a validation of the untrained model, the fit,
+a final validation, then the exported extractor and ``reports/train.json``.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from embedlab.config import OptimizerParams, Params
-from embedlab.data.datasets import DatasetQueryGallery, DatasetWithLabels, worker_threads_init
-from embedlab.data.manifest import load_manifest
-from embedlab.data.samplers import BalanceSampler, ShardedBatchSampler
-from embedlab.data.transforms import eval_transform, train_transform
+from embedlab.data.datasets import DatasetWithLabels
+from embedlab.data.loaders import train_loader
+from embedlab.data.manifest import Manifest, load_manifest
+from embedlab.data.samplers import BalanceSampler
+from embedlab.data.transforms import train_transform
 from embedlab.io import write_json
 from embedlab.lightning import (
     AtomicCheckpointIO,
@@ -26,23 +35,63 @@ from embedlab.lightning import (
     ResumeState,
 )
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
-from embedlab.losses import TripletLossWithMiner
+from embedlab.lightning.trainer import build_trainer
 from embedlab.miners import build_miner
 from embedlab.models import TimmExtractor, save_extractor
-from embedlab.registries import OPTIMIZERS
+from embedlab.registries import LOSSES, OPTIMIZERS
 from embedlab.stages.common import (
     CHECKPOINTS_DIR,
     MANIFEST,
     MODELS_DIR,
     TRAIN_REPORT,
-    build_metric,
-    image_options,
     log,
+    validation_setup,
 )
-from embedlab.tracking import RUN_FILE, open_trackers, read_run_ids, write_run_ids
+from embedlab.tracking import open_trackers, write_run_ids
 from embedlab.tracking.base import TrackerHub
 from embedlab.tracking.lightning_logger import HubLogger
 from embedlab.tracking.names import metric_names
+
+
+def build_model(params: Params) -> TimmExtractor:
+    """The extractor of ``train.model`` (random init, local weights or the hub)."""
+    cfg = params.train.model
+    return TimmExtractor(
+        cfg.arch,
+        weights=cfg.weights,
+        normalise_features=cfg.normalise_features,
+        **cfg.timm_kwargs,
+    )
+
+
+def build_train_loader(
+    params: Params, manifest: Manifest, preprocessing: dict[str, Any]
+) -> tuple[DataLoader, BalanceSampler]:
+    """Augmented, class-balanced batches of the train split, and their sampler."""
+    cfg = params.train
+    train_set = DatasetWithLabels(
+        manifest.split("train"), manifest.dataset_root, train_transform(preprocessing, cfg.augment)
+    )
+    # The sampler asks torch.distributed for rank and world size when it is iterated.
+    sampler = BalanceSampler(
+        train_set.get_labels(),
+        n_labels=cfg.sampler.n_labels,
+        n_instances=cfg.sampler.n_instances,
+        seed=params.seed,
+    )
+    return train_loader(train_set, sampler, cfg.num_workers), sampler
+
+
+def build_criterion(params: Params) -> torch.nn.Module:
+    """The loss of ``train.loss`` (with ``train.miner``), logging its statistics."""
+    loss, miner = params.train.loss, params.train.miner
+    miner_kwargs = {"max_output_triplets": miner.max_output_triplets} if miner.name == "all" else {}
+    return LOSSES.build(
+        loss.name,
+        margin=loss.margin,
+        miner=build_miner(miner.name, **miner_kwargs),
+        need_logs=True,
+    )
 
 
 def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimizer:
@@ -51,6 +100,75 @@ def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimi
     if cfg.name == "sgd":
         kwargs["momentum"] = cfg.momentum
     return OPTIMIZERS.build(cfg.name, params=parameters, **kwargs)
+
+
+def build_module(
+    params: Params,
+    model: torch.nn.Module,
+    criterion: torch.nn.Module,
+    total_steps: int,
+    inference_transform: Any,
+) -> ExtractorModule:
+    """The LightningModule: model, criterion, optimizer and the per-step schedule."""
+    cfg = params.train.optimizer
+    scheduler = None
+    if cfg.scheduler == "cosine":
+
+        def scheduler(opt: torch.optim.Optimizer) -> Any:
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+
+    return ExtractorModule(
+        model,
+        criterion,
+        lambda ps: build_optimizer(cfg, ps),
+        scheduler=scheduler,
+        inference_transform=inference_transform,
+    )
+
+
+@dataclass
+class TrainCallbacks:
+    """The callbacks of a fit, and the validation history they fill."""
+
+    seeder: EpochSeedCallback
+    validation: MetricValCallback
+    checkpoint: ModelCheckpoint
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def all(self) -> list[Any]:
+        return [self.seeder, self.validation, self.checkpoint]
+
+
+def build_callbacks(params: Params, root: Path, validation: MetricValCallback) -> TrainCallbacks:
+    """Per-epoch reseeding, validation (given) and the epoch-end checkpoint."""
+    # One file, replaced at the end of every epoch (validated or not). Lightning's save_last
+    # with save_top_k=0 would only write it when training ends.
+    checkpoint = ModelCheckpoint(
+        dirpath=root / CHECKPOINTS_DIR,
+        filename=Path(LAST_CHECKPOINT).stem,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    return TrainCallbacks(EpochSeedCallback(params.seed), validation, checkpoint)
+
+
+def build_fit_trainer(
+    params: Params, root: Path, logger: HubLogger, callbacks: TrainCallbacks
+) -> L.Trainer:
+    """The training Trainer on ``train.trainer``, with atomic checkpoints."""
+    cfg = params.train
+    return build_trainer(
+        cfg.trainer,
+        max_epochs=cfg.max_epochs,
+        logger=logger,
+        callbacks=callbacks.all(),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=1,
+        check_val_every_n_epoch=cfg.val_every_n_epochs,
+        default_root_dir=str(root / MODELS_DIR),
+    )
 
 
 def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
@@ -66,119 +184,65 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     L.seed_everything(params.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(cfg.trainer.deterministic, warn_only=True)
     manifest = load_manifest(root / MANIFEST)
-    model = TimmExtractor(
-        cfg.model.arch,
-        weights=cfg.model.weights,
-        normalise_features=cfg.model.normalise_features,
-        **cfg.model.timm_kwargs,
-    )
-    pre = model.preprocessing
-    train_set = DatasetWithLabels(
-        manifest.split("train"), manifest.dataset_root, train_transform(pre, cfg.augment)
-    )
-    val_set = DatasetQueryGallery(
-        manifest.split("validation"), manifest.dataset_root, eval_transform(pre)
-    )
-    # Both samplers ask torch.distributed for rank and world size when they are iterated.
-    sampler = BalanceSampler(
-        train_set.get_labels(),
-        n_labels=cfg.sampler.n_labels,
-        n_instances=cfg.sampler.n_instances,
-        seed=params.seed,
-    )
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        # Fresh workers every epoch, seeded from the per-epoch reseed (EpochSeedCallback):
-        # persistent workers would carry their RNG across epochs, and a resumed run would
-        # then augment differently from an uninterrupted one.
-        persistent_workers=False,
-        worker_init_fn=worker_threads_init if cfg.num_workers > 0 else None,
-    )
-    # Validation is sharded by whole single-process batches, so each embedding is bitwise
-    # the single-process one; MetricValCallback gathers them and drops the padding repeats.
-    val_loader = torch.utils.data.DataLoader(
-        val_set,
-        batch_sampler=ShardedBatchSampler(len(val_set), params.validate.batch_size),
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-        worker_init_fn=worker_threads_init if cfg.num_workers > 0 else None,
-    )
-
-    criterion = TripletLossWithMiner(
-        margin=cfg.loss.margin,
-        miner=build_miner(cfg.miner.name, **_miner_kwargs(params)),
-        need_logs=True,
-    )
-    logger = HubLogger(TrackerHub([]))  # the real hub is opened below, on rank 0 only
+    model = build_model(params)  # first: its random init draws from the seeded stream
+    loader, sampler = build_train_loader(params, manifest, model.preprocessing)
+    criterion = build_criterion(params)
     history: list[dict[str, float]] = []
-    callback = MetricValCallback(
-        build_metric(params.validate),
+    val_loader, validation = validation_setup(
+        params,
+        manifest,
+        model.preprocessing,
         log_images=cfg.log_images,
-        load_image=val_set.read_image,
-        image_options=image_options(params.validate, manifest.split("validation")),
+        num_workers=cfg.num_workers,
+        persistent_workers=True,
         on_metrics=lambda m: history.append(metric_names(m)),
     )
-    seeder = EpochSeedCallback(params.seed)
-    # One file, replaced at the end of every epoch (validated or not). Lightning's save_last
-    # with save_top_k=0 would only write it when training ends.
-    checkpoint = ModelCheckpoint(
-        dirpath=root / CHECKPOINTS_DIR,
-        filename=Path(LAST_CHECKPOINT).stem,
-        save_top_k=1,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=cfg.trainer.precision,
-        deterministic=cfg.trainer.deterministic,
-        logger=logger,
-        callbacks=[seeder, callback, checkpoint],
-        plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=1,
-        check_val_every_n_epoch=cfg.val_every_n_epochs,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # BalanceSampler and ShardedBatchSampler shard themselves
-        enable_model_summary=False,
-        default_root_dir=str(root / MODELS_DIR),
-    )
-    # The rank is known once the Trainer exists (from the launcher's environment).
-    is_zero = trainer.is_global_zero
+    callbacks = build_callbacks(params, root, validation)
+    callbacks.history = history
+    logger = HubLogger(TrackerHub([]))  # the real hub is opened below, on rank 0 only
+    trainer = build_fit_trainer(params, root, logger, callbacks)
     total_steps = max(1, sampler.batches_per_rank(trainer.world_size) * cfg.max_epochs)
-    scheduler = None
-    if cfg.optimizer.scheduler == "cosine":
-
-        def scheduler(opt: torch.optim.Optimizer) -> Any:
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-
-    module = ExtractorModule(
-        model, criterion, lambda ps: build_optimizer(cfg.optimizer, ps), scheduler=scheduler
-    )
+    module = build_module(params, model, criterion, total_steps, val_loader.dataset.batch_transform)
 
     key = resume_key(params, root / MANIFEST)
     resume = ResumeState.resumable(root / CHECKPOINTS_DIR, key)  # read-only: same on all ranks
     state = resume
-    if is_zero:
+    # The rank is known once the Trainer exists (from the launcher's environment).
+    if trainer.is_global_zero:
         if resume is None:
             state = ResumeState.start_fresh(root / CHECKPOINTS_DIR, key)
-            logger.hub = open_trackers(params, root, stage="train")
         else:
             log.info("resuming the interrupted run from %s", resume.checkpoint)
-            # DVC deleted reports/run.json before rerunning the stage; the ids survive here.
-            write_json(root / RUN_FILE, {"run_ids": resume.run_ids, "failed": {}})
-            logger.hub = open_trackers(params, root, stage="train", resume=True)
-        write_run_ids(root, logger.hub)
+        # A resumed run logs into the runs it started (DVC deleted reports/run.json).
+        logger.hub = open_trackers(
+            params, root, stage="train", run_ids=resume.run_ids if resume else None
+        )
         assert state is not None
-        state.run_ids = read_run_ids(root)
+        state.run_ids = write_run_ids(root, logger.hub)
         state.save()
-    hub = logger.hub
+    report = _fit(params, root, trainer, module, loader, val_loader, callbacks, resume)
+    if trainer.is_global_zero:
+        assert state is not None
+        state.finish()
+        curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
+        log.info("trained %d steps in %.1f s", trainer.global_step, report["train_seconds"])
+        log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
+    return report
+
+
+def _fit(
+    params: Params,
+    root: Path,
+    trainer: L.Trainer,
+    module: ExtractorModule,
+    loader: DataLoader,
+    val_loader: DataLoader,
+    callbacks: TrainCallbacks,
+    resume: ResumeState | None,
+) -> dict[str, Any]:
+    """Validate, fit, validate the final weights, export; the hub is finished in any case."""
+    cfg = params.train
+    hub = trainer.logger.hub  # type: ignore[union-attr]
     started = time.perf_counter()
     # resume.json lives beside the checkpoint on purpose; Lightning would warn on every run.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -189,7 +253,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             trainer.validate(module, val_loader, verbose=False)
         trainer.fit(
             module,
-            train_loader,
+            loader,
             val_loader,
             ckpt_path=resume.checkpoint if resume is not None else None,
             weights_only=True,
@@ -197,30 +261,24 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         final_loss = _finite(trainer.callback_metrics.get("train/loss"))  # validate resets it
         if cfg.max_epochs % cfg.val_every_n_epochs:  # the last epoch was not validated
             trainer.validate(module, val_loader, verbose=False)
-        seconds = time.perf_counter() - started
         report: dict[str, Any] = {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "resumed_from_epoch": _resumed_from(seeder, trainer, resume is not None),
-            "train_seconds": round(seconds, 2),
+            "resumed_from_epoch": _resumed_from(callbacks.seeder, trainer, resume is not None),
+            "train_seconds": round(time.perf_counter() - started, 2),
         }
         if final_loss is not None:  # DVC metrics files hold numbers only
             report["final_loss"] = round(final_loss, 6)
-        if history:  # metrics of the final weights, gathered from every rank
-            report["last_validation"] = history[-1]
-        if not is_zero:
+        if callbacks.history:  # metrics of the final weights, gathered from every rank
+            report["last_validation"] = callbacks.history[-1]
+        if not trainer.is_global_zero:
             return report
-        weights, _ = save_extractor(model, root / MODELS_DIR)
+        weights, _ = save_extractor(module.model, root / MODELS_DIR)
         write_json(root / TRAIN_REPORT, report)
         hub.log_artifact(weights)
     finally:
         hub.finish()
-    write_run_ids(root, hub)
-    assert state is not None
-    state.finish()
-    log.info("trained %d steps in %.1f s", trainer.global_step, seconds)
-    curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
-    log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
+    write_run_ids(root, hub)  # a backend that failed during the fit is recorded
     return report
 
 
@@ -229,11 +287,6 @@ def _resumed_from(seeder: EpochSeedCallback, trainer: L.Trainer, resumed: bool) 
     if seeder.first_epoch is not None:
         return seeder.first_epoch
     return trainer.current_epoch if resumed else 0
-
-
-def _miner_kwargs(params: Params) -> dict[str, Any]:
-    miner = params.train.miner
-    return {"max_output_triplets": miner.max_output_triplets} if miner.name == "all" else {}
 
 
 def _finite(value: Any) -> float | None:

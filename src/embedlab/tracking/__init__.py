@@ -91,16 +91,24 @@ def run_info(params: Params, root: Path, stage: str) -> RunInfo:
     )
 
 
-def open_trackers(params: Params, root: Path, stage: str, resume: bool = False) -> TrackerHub:
+def open_trackers(
+    params: Params,
+    root: Path,
+    stage: str,
+    resume: bool = False,
+    run_ids: dict[str, str] | None = None,
+) -> TrackerHub:
     """Build and start the configured trackers.
 
-    With ``resume`` (validate, embed), runs listed in ``reports/run.json`` are reopened
-    so one experiment stays one run; backends with no recorded id start a new run.
+    Runs named in ``run_ids`` are reopened (a resumed training); with ``resume``
+    (validate, embed), those listed in ``reports/run.json`` are, so one experiment stays
+    one run. Backends with no recorded id start a new run.
     """
     names = dict.fromkeys(params.tracking.loggers)  # keep order, drop repeats
     trackers = [build_tracker(n, params, root) for n in names]
     hub = TrackerHub(trackers, strict=params.tracking.strict, background=True)
-    run_ids = read_run_ids(root) if resume else {}
+    if run_ids is None:
+        run_ids = read_run_ids(root) if resume else {}
     hub.start(run_info(params, root, stage), run_ids)
     return hub
 
@@ -113,14 +121,15 @@ def read_run_ids(root: Path) -> dict[str, str]:
     return dict(read_json(path).get("run_ids", {}))
 
 
-def write_run_ids(root: Path, hub: TrackerHub) -> None:
-    """Record the run ids so later stages log into the same runs.
+def write_run_ids(root: Path, hub: TrackerHub) -> dict[str, str]:
+    """Record the run ids so later stages log into the same runs; return them.
 
     A backend that failed mid-run keeps its id (its run exists on the server): the next
     stage tries to resume it rather than open a second run for the same experiment.
     """
     ids = {t.name: t.run_id for t in hub.trackers if t.run_id is not None}
     write_json(root / RUN_FILE, {"run_ids": ids, "failed": hub.failed})
+    return ids
 
 
 __all__ = [

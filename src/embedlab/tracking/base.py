@@ -12,7 +12,7 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +74,6 @@ class RunInfo:
     run_id: str | None = None
     """Set when resuming a run started by an earlier stage."""
     stage: str = "train"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Tracker(ABC):
@@ -102,9 +101,6 @@ class Tracker(ABC):
     @abstractmethod
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
         """Log an image so that each step keeps its own picture."""
-
-    def log_params(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Log (more) parameters; backends that take them only at start may ignore this."""
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
         """Final metrics of the run (TensorBoard registers them with the hparams)."""
@@ -216,9 +212,6 @@ class TrackerHub:
 
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
         self._submit("log_image", lambda t: t.log_image(key, image, step))
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self._submit("log_params", lambda t: t.log_params(params))
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self._submit("log_summary", lambda t: t.log_summary(metrics))

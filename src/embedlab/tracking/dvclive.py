@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from embedlab.tracking.base import RunInfo, Tracker
 
@@ -58,9 +58,6 @@ class DvcliveTracker(Tracker):
 
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
         self.live.log_image(f"{key}/{step:06d}.png", image)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.live.log_params(dict(params))
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         for key, value in metrics.items():  # metrics.json only, the curves already have them

@@ -22,10 +22,9 @@ if TYPE_CHECKING:
 class HubLogger(Logger):
     """Lightning logger over a :class:`TrackerHub` (rank 0 only)."""
 
-    def __init__(self, hub: TrackerHub, step_offset: int = 0) -> None:
+    def __init__(self, hub: TrackerHub) -> None:
         super().__init__()
         self.hub = hub
-        self.step_offset = step_offset
         self._steps_done = 0
 
     @property
@@ -70,8 +69,8 @@ class HubLogger(Logger):
             self._steps_done = max(self._steps_done, step + 1)
         else:
             step = max(step, self._steps_done)
-        self.hub.log_metrics(clean, step=step + self.step_offset)
+        self.hub.log_metrics(clean, step=step)
 
     @rank_zero_only
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
-        self.hub.log_image(key, image, step=step + self.step_offset)
+        self.hub.log_image(key, image, step=step)

@@ -192,12 +192,6 @@ class MlflowTracker(Tracker):
             "logging an MLflow image",
         )
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        for chunk in param_batches(params):
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
-
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         summary = {k: float(v) for k, v in metrics.items()}  # a JSON file takes any name
         call_with_timeout(

@@ -99,9 +99,6 @@ class NeptuneTracker(Tracker):
 
         self.run[key].append(File.as_image(image), step=step, description=f"step {step}")
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.run["parameters"] = {k: field_value(v) for k, v in params.items()}
-
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self.run["summary"] = {k: float(v) for k, v in metrics.items()}
 

@@ -97,9 +97,6 @@ class WandbTracker(Tracker):
 
         self.run.log({key: wandb.Image(image, caption=f"step {step}"), STEP_KEY: step})
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.run.config.update(dict(params), allow_val_change=True)
-
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self.run.summary.update({k: float(v) for k, v in metrics.items()})
 

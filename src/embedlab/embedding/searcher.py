@@ -17,7 +17,6 @@ produced the embeddings (checked against ``info.json``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -30,8 +29,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from embedlab.embedding.store import ITEMS_FILE, read_store
 from embedlab.errors import EmbedlabError
-from embedlab.io import read_json
+from embedlab.io import file_sha256
 from embedlab.retrieval.index import ExactIndex, FaissIndex
 
 __all__ = [
@@ -40,13 +40,7 @@ __all__ = [
     "SearchResult",
     "Searcher",
     "expand_image_paths",
-    "file_sha256",
 ]
-
-EMBEDDINGS_FILE = "embeddings.npy"
-ITEMS_FILE = "items.parquet"
-INFO_FILE = "info.json"
-FAISS_INDEX_FILE = "index.faiss"
 
 GALLERY_CHOICES = ("all", "gallery", "train", "validation")
 """``all`` rows, the ``is_gallery`` rows, or the rows of one split."""
@@ -54,23 +48,6 @@ GALLERY_CHOICES = ("all", "gallery", "train", "validation")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 Query = str | os.PathLike[str] | Image.Image
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x"
-        >>> _ = p.write_bytes(b"abc")
-        >>> file_sha256(p)[:12]
-        'ba7816bf8f01'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expand_image_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -199,7 +176,6 @@ class Searcher:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self._model: Any = None
-        self._transform: Any = None
         self._row_by_file: dict[str, int] | None = None
         n_index = len(self.items) if index_rows is None else len(index_rows)
         if index.ntotal != n_index:
@@ -238,26 +214,19 @@ class Searcher:
             device: where the extractor runs.
             batch_size: images per forward pass.
         """
-        root = Path(embeddings_dir)
-        info_path = root / INFO_FILE
-        if not info_path.is_file():
-            raise EmbedlabError(f"{info_path}: not found (run the embed stage first)")
-        info = read_json(info_path)
-        items_path = root / ITEMS_FILE
-        if not items_path.is_file():
-            raise EmbedlabError(f"{items_path}: not found (run the embed stage first)")
-        items = pd.read_parquet(items_path)
-        kind = index or info.get("index", "exact")
-        metric = info.get("metric", "euclidean")
+        store = read_store(embeddings_dir)
+        root, info, items = store.root, store.info, store.items
+        kind = index or info.index
         if kind == "faiss":
-            built = FaissIndex.load(root / (info.get("index_file") or FAISS_INDEX_FILE))
-            if built.metric != metric:
+            built = FaissIndex.load(store.faiss_file)
+            if built.metric != info.metric:
                 raise EmbedlabError(
-                    f"{info_path}: metric {metric!r} but the FAISS index uses {built.metric!r}"
+                    f"{root / 'info.json'}: metric {info.metric!r} but the FAISS index uses "
+                    f"{built.metric!r}"
                 )
             n_rows = built.ntotal
         elif kind == "exact":
-            embeddings = _load_embeddings(root / EMBEDDINGS_FILE)
+            embeddings = store.embeddings()
             n_rows = len(embeddings)
         else:
             raise EmbedlabError(f"Searcher.load: index must be 'exact' or 'faiss', got {kind!r}")
@@ -266,23 +235,24 @@ class Searcher:
                 f"{root}: the index holds {n_rows} rows but {ITEMS_FILE} has {len(items)} "
                 "(rerun the embed stage)"
             )
+        items_path = root / ITEMS_FILE
         rows = select_gallery(items, gallery, items_path)
         index_rows = None
         if kind == "exact":
             # Index only the selected rows: no per-search copy of the gallery subset.
-            built = ExactIndex(embeddings if rows is None else embeddings[rows], metric=metric)
+            built = ExactIndex(embeddings if rows is None else embeddings[rows], metric=info.metric)
             index_rows, rows = rows, None
         if model_dir is None:
             model_dir = root.resolve().parent.parent / "models"
         return cls(
             built,
             items,
-            info.get("dataset_root", "."),
+            info.dataset_root,
             gallery_rows=rows,
             index_rows=index_rows,
             model_dir=model_dir,
-            extractor_info=info.get("extractor"),
-            extractor_sha256=info.get("extractor_sha256"),
+            extractor_info=info.extractor,
+            extractor_sha256=info.extractor_sha256,
             device=device,
             batch_size=batch_size,
         )
@@ -325,20 +295,10 @@ class Searcher:
 
     def embed_images(self, images: Sequence[Query]) -> torch.Tensor:
         """Embeddings of image files or PIL images, preprocessed as at training time."""
-        from embedlab.data.datasets import load_image
+        from embedlab.embedding.inference import embed_images
 
-        model, transform = self._extractor()
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = [
-                    transform(
-                        img.convert("RGB") if isinstance(img, Image.Image) else load_image(str(img))
-                    )
-                    for img in images[start : start + self.batch_size]
-                ]
-                chunks.append(model(torch.stack(batch).to(self.device)).float().cpu())
-        return torch.cat(chunks) if chunks else torch.empty(0, self.index.dim)
+        model = self._extractor()
+        return embed_images(model, list(images), model.preprocessing, self.batch_size)
 
     # ------------------------------------------------------------------ internals
     def _embed_queries(self, queries: Any) -> tuple[list[str], np.ndarray, list[int]]:
@@ -370,9 +330,8 @@ class Searcher:
             }
         return self._row_by_file.get(os.path.realpath(str(query)), -1)
 
-    def _extractor(self) -> tuple[Any, Any]:
+    def _extractor(self) -> Any:
         if self._model is None:
-            from embedlab.data.transforms import eval_transform
             from embedlab.models import load_extractor
             from embedlab.models.extractor import EXTRACTOR_CONFIG, EXTRACTOR_WEIGHTS
 
@@ -397,8 +356,8 @@ class Searcher:
                     f"{config_path}: extractor gives {model.feat_dim}-d embeddings, the index "
                     f"holds {self.index.dim}-d ones"
                 )
-            self._model, self._transform = model, eval_transform(model.preprocessing)
-        return self._model, self._transform
+            self._model = model
+        return self._model
 
 
 def select_gallery(
@@ -430,18 +389,6 @@ def select_gallery(
     if rows.size == 0:
         raise EmbedlabError(f"{source}: gallery {gallery!r} selects no rows")
     return rows
-
-
-def _load_embeddings(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise EmbedlabError(f"{path}: not found (run the embed stage first)")
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise EmbedlabError(f"{path}: cannot read embeddings ({exc})") from None
-    if array.ndim != 2:
-        raise EmbedlabError(f"{path}: expected an [N, D] array, got shape {array.shape}")
-    return array
 
 
 def _drop_rows(
