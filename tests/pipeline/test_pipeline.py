@@ -134,3 +134,31 @@ def test_tensorboard_received_the_curves(repo: Path) -> None:
     assert cmc[0].step == 0  # the curve starts from the untrained model
     assert len(cmc) >= 3  # before training + after each of the 2 epochs (+ validate stage)
     assert "val/predictions" in events.Tags()["images"]
+
+
+def test_dvc_status_marks_exactly_the_stages_that_run_an_edited_library_file(repo: Path) -> None:
+    from dvc.repo import Repo
+
+    from tests.pipeline.stage_deps import ROOT, STAGES, library_files, stage_closure
+
+    runs = {stage: {p.relative_to(ROOT) for p in stage_closure(stage)} for stage in STAGES}
+    dvc = Repo(str(repo))
+    marked: dict[str, set[str]] = {}
+    for file in library_files():
+        rel = file.relative_to(ROOT)
+        target = repo / rel
+        original = target.read_bytes()
+        target.write_bytes(original + b"\n# an edit\n")
+        try:
+            marked[str(rel)] = {name.split(":")[-1] for name in dvc.status()}
+        finally:
+            target.write_bytes(original)
+        expected = {stage for stage in STAGES if rel in runs[stage]}
+        assert marked[str(rel)] == expected, f"editing {rel}"
+    assert dvc.status() == {}  # every edit undone
+    # What a user relies on, spelled out:
+    assert marked["src/embedlab/cli.py"] == set()
+    assert marked["src/embedlab/config.py"] == set(STAGES)
+    assert marked["src/embedlab/stages/prepare.py"] == {"prepare"}  # the rest follow its outputs
+    assert marked["src/embedlab/stages/embed.py"] == {"embed"}
+    assert marked["src/embedlab/embedding/searcher.py"] == set()  # search is not a stage

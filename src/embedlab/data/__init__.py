@@ -1,15 +1,29 @@
-"""Manifest contract, datasets, samplers and sources."""
+"""Manifest contract, datasets, samplers, loaders and sources.
 
-from embedlab.data.datasets import DatasetQueryGallery, DatasetWithLabels, load_image
-from embedlab.data.manifest import Manifest, ManifestError, load_manifest
-from embedlab.data.samplers import BalanceSampler
+Names are imported lazily (``from embedlab.data import BalanceSampler`` works), so a
+module that needs only the manifest does not load the datasets and samplers too.
+"""
 
-__all__ = [
-    "BalanceSampler",
-    "DatasetQueryGallery",
-    "DatasetWithLabels",
-    "Manifest",
-    "ManifestError",
-    "load_image",
-    "load_manifest",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "BalanceSampler": "embedlab.data.samplers",
+    "DatasetQueryGallery": "embedlab.data.datasets",
+    "DatasetWithLabels": "embedlab.data.datasets",
+    "InferenceImages": "embedlab.data.datasets",
+    "Manifest": "embedlab.data.manifest",
+    "ManifestError": "embedlab.data.manifest",
+    "load_image": "embedlab.data.datasets",
+    "load_manifest": "embedlab.data.manifest",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'embedlab.data' has no attribute {name!r}")

@@ -23,11 +23,25 @@ def _short_warning(message, category, filename, lineno, file=None, line=None) ->
     return f"warning: {message}\n"
 
 
+def _configure_logging() -> None:
+    """Our progress lines on stderr; Lightning's own chatter (device lists, tips) only at
+    WARNING. Only the ``embedlab`` logger gets a handler: a root handler would print every
+    Lightning line twice (Lightning has its own)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    ours = logging.getLogger("embedlab")
+    if not ours.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
 def main(stage: str, argv: list[str] | None = None) -> int:
     """Run one stage from the repo root with ``params.yaml``; errors become one line + exit 2."""
     from embedlab.config import load_params
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    _configure_logging()
     warnings.formatwarning = _short_warning
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     module, func = STAGES[stage].split(":")

@@ -1,23 +1,13 @@
-"""Pieces shared by the stages: fixed paths, the metric builder, the grids' options."""
+"""Pieces every stage shares: the fixed paths of dvc.yaml and the log."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import pandas as pd
-
-from embedlab.errors import EmbedlabError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
-
-    from embedlab.config import Params, ValidateParams
-    from embedlab.data.manifest import Manifest
-    from embedlab.lightning import MetricValCallback
-    from embedlab.metrics import EmbeddingMetrics
+    pass
 
 log = logging.getLogger("embedlab")
 
@@ -32,83 +22,3 @@ METRICS_REPORT = REPORTS_DIR / "metrics.json"
 PER_QUERY_REPORT = REPORTS_DIR / "per_query.csv"
 IMAGES_DIR = REPORTS_DIR / "images"
 EMBEDDINGS_DIR = Path("data") / "embeddings"
-
-
-def build_metric(
-    cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",), verbose: bool = False
-) -> EmbeddingMetrics:
-    """An :class:`EmbeddingMetrics` configured from ``validate.*`` (verbose: timings, kNN bar)."""
-    from embedlab.metrics import EmbeddingMetrics
-
-    return EmbeddingMetrics(
-        extra_keys=extra_keys,
-        cmc_top_k=tuple(cfg.cmc_top_k),
-        precision_top_k=tuple(cfg.precision_top_k),
-        map_top_k=tuple(cfg.map_top_k),
-        pcf_variance=tuple(cfg.pcf_variance),
-        distance=cfg.distance,
-        verbose=verbose,
-    )
-
-
-def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
-    """Keyword arguments of ``render_validation_images`` from ``validate.images``.
-
-    ``validate.images.query_ids`` are manifest row ids (``val_df``'s ``row_id``); the
-    grid wants query numbers (positions among the validation queries, in manifest order).
-    """
-    images = cfg.images
-    options: dict[str, Any] = {
-        "n_queries": images.n_queries,
-        "n_worst": images.n_worst,
-        "worst_by": images.worst_by,
-        "top_k": images.top_k,
-    }
-    if images.query_ids:
-        query_rows = list(val_df["row_id"][val_df["is_query"].to_numpy(dtype=bool)])
-        number = {row: i for i, row in enumerate(query_rows)}
-        unknown = [r for r in images.query_ids if r not in number]
-        if unknown:
-            raise EmbedlabError(
-                f"params.yaml: validate.images.query_ids: {unknown[:10]} are not validation "
-                "queries (ids are manifest row numbers, counting from 0)"
-            )
-        options["queries"] = [number[r] for r in images.query_ids]
-    return options
-
-
-def validation_setup(
-    params: Params,
-    manifest: Manifest,
-    preprocessing: dict[str, Any],
-    *,
-    log_images: bool,
-    num_workers: int,
-    persistent_workers: bool = False,
-    on_metrics: Callable[[dict[str, Any]], None] | None = None,
-    verbose: bool = False,
-) -> tuple[DataLoader, MetricValCallback]:
-    """The validation loader and :class:`MetricValCallback` of the manifest's validation split.
-
-    Training and the validate stage both validate with these, through Lightning's
-    validation loop, so their numbers cannot drift apart.
-    """
-    from embedlab.data.datasets import DatasetQueryGallery, InferenceImages
-    from embedlab.data.loaders import inference_loader
-    from embedlab.data.transforms import eval_transform
-    from embedlab.lightning import MetricValCallback
-
-    val_df = manifest.split("validation")
-    dataset = DatasetQueryGallery(val_df, manifest.dataset_root, eval_transform(preprocessing))
-    images = InferenceImages(dataset)
-    loader = inference_loader(
-        images, params.validate.batch_size, num_workers, persistent=persistent_workers
-    )
-    callback = MetricValCallback(
-        build_metric(params.validate, verbose=verbose),
-        dataset,
-        log_images=log_images,
-        image_options=image_options(params.validate, val_df),
-        on_metrics=on_metrics,
-    )
-    return loader, callback

@@ -45,8 +45,8 @@ from embedlab.stages.common import (
     MODELS_DIR,
     TRAIN_REPORT,
     log,
-    validation_setup,
 )
+from embedlab.stages.validation import validation_setup
 from embedlab.tracking import open_trackers, write_run_ids
 from embedlab.tracking.base import TrackerHub
 from embedlab.tracking.lightning_logger import HubLogger

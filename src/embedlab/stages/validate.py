@@ -1,7 +1,7 @@
 """validate: retrieval metrics of the exported extractor on the validation split.
 
 It validates through the same Lightning loop, loader and :class:`MetricValCallback` as
-training does (:func:`embedlab.stages.common.validation_setup`), on ``train.trainer``'s
+training does (:func:`embedlab.stages.validation.validation_setup`), on ``train.trainer``'s
 devices.
 """
 
@@ -28,8 +28,8 @@ from embedlab.stages.common import (
     PER_QUERY_REPORT,
     TRAIN_REPORT,
     log,
-    validation_setup,
 )
+from embedlab.stages.validation import validation_setup
 from embedlab.tracking import open_trackers
 from embedlab.tracking.names import metric_names
 

@@ -1,0 +1,91 @@
+"""Validation glue shared by the train and validate stages (not a stage itself).
+
+Both validate through Lightning's validation loop with the loader and the
+:class:`~embedlab.lightning.MetricValCallback` built here, so their numbers cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from embedlab.config import Params, ValidateParams
+from embedlab.data.datasets import DatasetQueryGallery, InferenceImages
+from embedlab.data.loaders import inference_loader
+from embedlab.data.manifest import Manifest
+from embedlab.data.transforms import eval_transform
+from embedlab.errors import EmbedlabError
+from embedlab.lightning import MetricValCallback
+from embedlab.metrics import EmbeddingMetrics
+
+
+def build_metric(
+    cfg: ValidateParams, extra_keys: tuple[str, ...] = ("paths",), verbose: bool = False
+) -> EmbeddingMetrics:
+    """An :class:`EmbeddingMetrics` configured from ``validate.*`` (verbose: timings, kNN bar)."""
+    return EmbeddingMetrics(
+        extra_keys=extra_keys,
+        cmc_top_k=tuple(cfg.cmc_top_k),
+        precision_top_k=tuple(cfg.precision_top_k),
+        map_top_k=tuple(cfg.map_top_k),
+        pcf_variance=tuple(cfg.pcf_variance),
+        distance=cfg.distance,
+        verbose=verbose,
+    )
+
+
+def image_options(cfg: ValidateParams, val_df: pd.DataFrame) -> dict[str, Any]:
+    """Keyword arguments of ``render_validation_images`` from ``validate.images``.
+
+    ``validate.images.query_ids`` are manifest row ids (``val_df``'s ``row_id``); the
+    grid wants query numbers (positions among the validation queries, in manifest order).
+    """
+    images = cfg.images
+    options: dict[str, Any] = {
+        "n_queries": images.n_queries,
+        "n_worst": images.n_worst,
+        "worst_by": images.worst_by,
+        "top_k": images.top_k,
+    }
+    if images.query_ids:
+        query_rows = list(val_df["row_id"][val_df["is_query"].to_numpy(dtype=bool)])
+        number = {row: i for i, row in enumerate(query_rows)}
+        unknown = [r for r in images.query_ids if r not in number]
+        if unknown:
+            raise EmbedlabError(
+                f"params.yaml: validate.images.query_ids: {unknown[:10]} are not validation "
+                "queries (ids are manifest row numbers, counting from 0)"
+            )
+        options["queries"] = [number[r] for r in images.query_ids]
+    return options
+
+
+def validation_setup(
+    params: Params,
+    manifest: Manifest,
+    preprocessing: dict[str, Any],
+    *,
+    log_images: bool,
+    num_workers: int,
+    persistent_workers: bool = False,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    verbose: bool = False,
+) -> tuple[DataLoader, MetricValCallback]:
+    """The validation loader and :class:`MetricValCallback` of the manifest's validation split."""
+    val_df = manifest.split("validation")
+    dataset = DatasetQueryGallery(val_df, manifest.dataset_root, eval_transform(preprocessing))
+    images = InferenceImages(dataset)
+    loader = inference_loader(
+        images, params.validate.batch_size, num_workers, persistent=persistent_workers
+    )
+    callback = MetricValCallback(
+        build_metric(params.validate, verbose=verbose),
+        dataset,
+        log_images=log_images,
+        image_options=image_options(params.validate, val_df),
+        on_metrics=on_metrics,
+    )
+    return loader, callback
