@@ -7,7 +7,10 @@ Builds a manifest of ``--rows`` rows (default 200,000) over real tiny image file
 - ``exists``: :func:`load_manifest` with ``image_check="exists"`` (CSV read, columns,
   splits, existence);
 - ``header``: :func:`load_manifest` with the default ``image_check="header"`` (each
-  image's header parsed for its size, end marker checked, bboxes checked against sizes).
+  image's header parsed for its size, end marker checked, bboxes checked against sizes);
+- the two ways to read one image's size, as plain loops over the same files: our header
+  parser (:func:`embedlab.data.image_checks.image_size`, which also checks the end
+  marker) and PIL's lazy ``Image.open(path).size`` (header only, no truncation check).
 
 Target: the default validation of 200,000 rows takes at most 10 s.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from embedlab.data.image_checks import image_size
 from embedlab.data.manifest import load_manifest, resolve_paths
 
 
@@ -76,8 +80,19 @@ def main() -> None:
             isfile = os.path.isfile
             assert all(isfile(p) for p in absolute)
 
+        def parser_loop() -> None:
+            for p in absolute:
+                image_size(p)
+
+        def pil_lazy_loop() -> None:
+            for p in absolute:
+                with Image.open(p) as image:
+                    _ = image.size
+
         timings = {}
         for name, run in (
+            ("image_size loop (our header parser)", parser_loop),
+            ("Image.open(p).size loop (PIL lazy)", pil_lazy_loop),
             ("floor (bare os.path.isfile loop)", floor),
             (
                 "load_manifest(image_check='exists')",

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from embedlab.data.image_checks import image_size
 from embedlab.data.manifest import (
     ManifestError,
     check_files,
-    image_size,
     load_manifest,
     normalise_manifest,
     validate_manifest,
