@@ -61,7 +61,8 @@ def test_no_stage_module_imports_another_stage_module() -> None:
 
 
 def test_no_module_outside_data_reads_a_private_dataset_attribute() -> None:
-    private = re.compile(r"(?<!self)\.(_is_query|_is_gallery|_categories|_sequence|_labels|_paths)\b")
+    names = "_is_query|_is_gallery|_categories|_sequence|_labels|_paths"
+    private = re.compile(rf"(?<!self)\.({names})\b")
     for file in library_files():
         if (SRC / "embedlab" / "data") in file.parents:
             continue
