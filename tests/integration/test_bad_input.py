@@ -7,6 +7,7 @@ The stages run in-process through `embedlab.stages.main`, the function behind
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +394,28 @@ def test_path_escaping_dataset_root(earlier: bytes, capsys: pytest.CaptureFixtur
         earlier,
         "input/mine.csv: line 3, column 'path': 'imgs/../../outside.png' escapes dataset_root",
     )
+
+
+# 19
+@pytest.mark.slow
+def test_diverging_training_stops_in_one_line_and_keeps_earlier_outputs(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_params(train={"max_epochs": 1, "val_every_n_epochs": 1})
+    rc, err = _stage("train", capsys)
+    assert rc == 0, err
+    earlier = {
+        path: path.read_bytes()
+        for path in (Path("reports/train.json"), Path("models/extractor.safetensors"))
+    }
+    checkpoint = Path("models/checkpoints/last.ckpt")
+    _write_params(
+        train={"max_epochs": 3, "val_every_n_epochs": 1, "optimizer": {"lr": 1e6}},
+    )
+    _fails("train", capsys, "training diverged at step", "loss is nan", "(now 1e+06)")
+    for path, content in earlier.items():
+        assert path.read_bytes() == content, path
+    assert checkpoint.is_file()  # the last good epoch's checkpoint
+    for log in Path("logs/csv").rglob("*.csv"):  # nothing NaN reached the tracker
+        values = pd.to_numeric(pd.read_csv(log)["value"], errors="coerce").dropna()
+        assert values.map(math.isfinite).all(), log

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.loggers.logger import Logger
 from PIL import Image
@@ -130,3 +132,57 @@ def test_fit_logs_losses_miner_stats_metrics_and_images(tmp_path) -> None:
     assert seen[-1]["OVERALL"]["n_queries"] == 32
     assert {key for key, _ in logger.images} == {"val/predictions", "val/worst_queries"}
     assert len(logger.images) == 8
+
+
+class NanEveryOther(torch.nn.Module):
+    """A loss that is NaN on every second call (a batch gone bad)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        loss = embeddings.pow(2).mean()
+        return loss * float("nan") if self.calls % 2 == 0 else loss
+
+
+def _fit_with(module: ExtractorModule, tmp_path, items: list[dict[str, Any]]) -> MemoryLogger:
+    logger = MemoryLogger()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(items, batch_size=16))
+    return logger
+
+
+def test_a_nonfinite_loss_stops_training_in_one_line(tmp_path) -> None:
+    from embedlab.lightning.module import TrainingDiverged
+
+    model = torch.nn.Linear(8, 4)
+    module = ExtractorModule(model, NanEveryOther(), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1: loss is nan; lower"):
+        _fit_with(module, tmp_path, _items(64, torch.Generator().manual_seed(0)))
+
+
+def test_skip_batch_skips_nonfinite_losses_and_logs_no_nan(tmp_path) -> None:
+    model = torch.nn.Linear(8, 4)
+    before = model.weight.detach().clone()
+    module = ExtractorModule(
+        model,
+        NanEveryOther(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        on_nonfinite="skip_batch",
+    )
+    logger = _fit_with(module, tmp_path, _items(64, torch.Generator().manual_seed(0)))
+    assert module.skipped_batches == 2  # batches 2 and 4 of 4
+    losses = [m["train/loss"] for _, m in logger.metrics if "train/loss" in m]
+    assert len(set(losses)) == 2 and all(math.isfinite(v) for v in losses)
+    assert not torch.equal(model.weight.detach(), before)  # the good batches still trained

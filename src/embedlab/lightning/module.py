@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 from embedlab.data import keys
+from embedlab.errors import EmbedlabError
+
+
+class TrainingDiverged(EmbedlabError):
+    """The loss became NaN or inf: the stage stops with one line (lower the learning rate)."""
 
 
 class ExtractorModule(L.LightningModule):
@@ -38,6 +43,7 @@ class ExtractorModule(L.LightningModule):
         optimizer: torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         inference_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.model = model
@@ -45,15 +51,23 @@ class ExtractorModule(L.LightningModule):
         self._optimizer = optimizer
         self._scheduler = scheduler
         self.inference_transform = inference_transform
+        self.on_nonfinite = on_nonfinite
+        self.skipped_batches = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if self.criterion is None:
             raise RuntimeError("ExtractorModule: training needs a criterion")
         embeddings = self.model(batch[keys.INPUT])
         loss = self.criterion(embeddings, batch[keys.LABELS])
+        if not torch.isfinite(loss.detach()):
+            # Checked before anything is logged: no NaN reaches a tracker or a report.
+            if self.on_nonfinite == "skip_batch":
+                self.skipped_batches += 1
+                return None  # Lightning skips backward and the optimizer step
+            raise TrainingDiverged(self._diverged_message(loss))
         size = len(embeddings)
         logs = {"train/loss": loss.detach()}
         for key, value in (getattr(self.criterion, "last_logs", None) or {}).items():
@@ -64,6 +78,15 @@ class ExtractorModule(L.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=size)
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
         return loss
+
+    def _diverged_message(self, loss: torch.Tensor) -> str:
+        value = "nan" if torch.isnan(loss.detach()) else "inf"
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else None
+        now = f" (now {lr:g})" if lr is not None else ""
+        return (
+            f"training diverged at step {self.global_step}: loss is {value}; lower "
+            f"train.optimizer.lr{now}, or set train.on_nonfinite: skip_batch"
+        )
 
     def embed_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``{idx, embeddings}`` of an inference batch."""

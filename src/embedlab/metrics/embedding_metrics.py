@@ -28,6 +28,7 @@ from embedlab.metrics.functions import (
     factorize,
     group_unreduced_metrics,
     reduce_metrics,
+    reject_nonfinite,
 )
 from embedlab.retrieval.distance import METRICS, knn
 
@@ -179,6 +180,7 @@ class EmbeddingMetrics:
                 f"update_data: {self.embeddings_key!r} must be [batch, dim], "
                 f"got {tuple(embeddings.shape)}"
             )
+        reject_nonfinite(embeddings, f"update_data: {self.embeddings_key!r}")
         n_items = embeddings.shape[0]
         known = self._batches.get(self.embeddings_key)
         if known and known[0].shape[1] != embeddings.shape[1]:

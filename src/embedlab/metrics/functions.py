@@ -161,6 +161,23 @@ def calc_retrieval_metrics(
     }
 
 
+def reject_nonfinite(embeddings: Tensor, where: str) -> None:
+    """One-line error when embeddings hold NaN or inf (a diverged model), naming ``where``.
+
+    >>> reject_nonfinite(torch.tensor([[0.0, float("nan")]]), "calc_pcf")
+    Traceback (most recent call last):
+    ...
+    embedlab.errors.EmbedlabError: calc_pcf: 1 of 1 embeddings hold NaN or inf ...
+    """
+    finite = torch.isfinite(embeddings).all(dim=-1) if embeddings.ndim > 1 else None
+    if finite is not None and not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise EmbedlabError(
+            f"{where}: {bad} of {len(finite)} embeddings hold NaN or inf (the model "
+            "diverged; lower train.optimizer.lr)"
+        )
+
+
 def calc_pcf(embeddings: Tensor, pcf_variance: Sequence[float]) -> dict[float, float]:
     """Principal components fraction (OML's ``calc_pcf``).
 
@@ -181,6 +198,7 @@ def calc_pcf(embeddings: Tensor, pcf_variance: Sequence[float]) -> dict[float, f
     """
     if not all(0.0 <= r <= 1.0 for r in pcf_variance):
         raise EmbedlabError(f"pcf_variance must hold numbers in [0, 1], got {tuple(pcf_variance)}")
+    reject_nonfinite(embeddings, "calc_pcf")
     if embeddings.ndim != 2:
         raise EmbedlabError(f"calc_pcf: expected [N, d] embeddings, got {tuple(embeddings.shape)}")
     n_items, dim = embeddings.shape

@@ -27,11 +27,14 @@ def _configure_logging() -> None:
     """Our progress lines on stderr; Lightning's own chatter (device lists, tips) only at
     WARNING. Only the ``embedlab`` logger gets a handler: a root handler would print every
     Lightning line twice (Lightning has its own)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     ours = logging.getLogger("embedlab")
-    if not ours.handlers:
+    handler = next((h for h in ours.handlers if getattr(h, "embedlab_stage", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.embedlab_stage = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         ours.addHandler(handler)
+    handler.setStream(sys.stderr)  # the current one (a caller may have replaced it)
     ours.setLevel(logging.INFO)
     ours.propagate = False
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -123,6 +123,7 @@ def build_module(
         lambda ps: build_optimizer(cfg, ps),
         scheduler=scheduler,
         inference_transform=inference_transform,
+        on_nonfinite=params.train.on_nonfinite,
     )
 
 
@@ -269,6 +270,8 @@ def _fit(
         }
         if final_loss is not None:  # DVC metrics files hold numbers only
             report["final_loss"] = round(final_loss, 6)
+        if module.skipped_batches:  # train.on_nonfinite: skip_batch
+            report["skipped_batches"] = module.skipped_batches
         if callbacks.history:  # metrics of the final weights, gathered from every rank
             report["last_validation"] = callbacks.history[-1]
         if not trainer.is_global_zero:
