@@ -65,6 +65,9 @@ class PrepareParams(_Section):
     image_check: Literal["exists", "header", "decode"] = "header"
     """How prepare checks each image: it exists; its header parses and the file is not
     truncated (fast, the default); or it fully decodes (slow, thorough)."""
+    max_image_pixels: int = Field(89_478_485, ge=1)
+    """Images of more pixels are refused (at prepare's header check and at decoding), as
+    PIL's decompression-bomb guard does; raise it for genuinely huge images."""
     digits_image_size: int = Field(32, ge=8, le=256)
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])

@@ -10,6 +10,7 @@ lean view that embedding passes load: ``(idx, uint8 image)`` items.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,49 @@ class ImageReadError(EmbedlabError):
     """An image named by the manifest cannot be decoded."""
 
 
-def load_image(path: str, bbox: tuple[float, float, float, float] | None = None) -> Image.Image:
-    """Decode an image as RGB and crop it to ``bbox`` (x_1, y_1, x_2, y_2) when given.
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, scaling deep images instead of clipping them.
 
-    Raises :class:`ImageReadError` naming the file when it is unreadable or truncated,
-    or when the bbox falls outside the image.
+    PIL's own ``convert("RGB")`` clips 16- and 32-bit greyscale (``I;16``, ``I``) to
+    255, which turns a 16-bit photo white, and rounds float (``F``) images without
+    scaling. Here ``I;16``/``I`` are scaled from their 16-bit range (``I`` holding
+    larger values from its own maximum) and ``F`` from [0, 1] (or [0, 255] when its
+    values go above 1). Every other mode (1, L, P, RGB, RGBA, CMYK, ...) converts as PIL
+    converts it.
+
+    >>> deep = Image.fromarray(np.full((2, 2), 32896, dtype=np.uint16))  # mode I;16
+    >>> np.asarray(to_rgb(deep))[0, 0].tolist()
+    [128, 128, 128]
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            top = 255.0 if values.size and np.nanmax(values) > 1.0 else 1.0
+        else:
+            top = max(65535.0, float(values.max()) if values.size else 0.0)
+        scaled = np.clip(np.nan_to_num(values) * (255.0 / top), 0, 255)
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str, bbox: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """Decode an image as RGB (:func:`to_rgb`) and crop it to ``bbox`` (x_1, y_1, x_2, y_2).
+
+    Raises :class:`ImageReadError` naming the file when it is unreadable, truncated, over
+    the pixel limit (``prepare.max_image_pixels``), or when the bbox falls outside it.
     """
     try:
-        with Image.open(path) as handle:
-            image = handle.convert("RGB")  # forces a full decode: truncated files fail here
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its limit: refuse everything over it.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as handle:
+                handle.load()  # a full decode: truncated files fail here
+                image = to_rgb(handle)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(
+            f"{path}: {exc} (raise prepare.max_image_pixels if the image is safe)"
+        ) from None
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({exc})") from None
     if bbox is not None:

@@ -21,6 +21,29 @@ ImageCheck = Literal["exists", "header", "decode"]
 marker present); or the whole image decodes."""
 IMAGE_CHECKS: tuple[str, ...] = ("exists", "header", "decode")
 
+DEFAULT_PIXEL_LIMIT = 89_478_485
+"""PIL's own default ``Image.MAX_IMAGE_PIXELS`` (a decompression-bomb guard)."""
+PIXEL_LIMIT_PARAM = "prepare.max_image_pixels"
+
+
+def set_pixel_limit(pixels: int) -> None:
+    """Refuse images of more than ``pixels`` pixels, at the header check and at decoding.
+
+    >>> set_pixel_limit(100); pixel_limit()
+    100
+    >>> set_pixel_limit(DEFAULT_PIXEL_LIMIT)
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = int(pixels)
+
+
+def pixel_limit() -> int:
+    """The pixel limit in force (PIL's ``Image.MAX_IMAGE_PIXELS``)."""
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 0) or DEFAULT_PIXEL_LIMIT
+
 
 class _Unreadable(Exception):
     """Internal: why an image file cannot be used (becomes part of a ManifestError)."""

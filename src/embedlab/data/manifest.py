@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.data.image_checks import IMAGE_CHECKS, ImageCheck, probe_images
+from embedlab.data.image_checks import (
+    IMAGE_CHECKS,
+    PIXEL_LIMIT_PARAM,
+    ImageCheck,
+    pixel_limit,
+    probe_images,
+)
 from embedlab.errors import EmbedlabError
 from embedlab.io import atomic_path, read_json, write_json
 
@@ -362,6 +368,17 @@ def check_files(
         more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise ManifestError(
             f"{name}: {len(bad)} image file(s) unreadable or truncated: {shown}{more}"
+        )
+    limit = pixel_limit()
+    over = np.flatnonzero(sizes[:, 0] * sizes[:, 1] > limit)
+    if over.size:
+        shown = ", ".join(
+            f"line {i + 2}: {paths[i]} is {sizes[i, 0]}x{sizes[i, 1]}" for i in over[:MAX_LISTED]
+        )
+        more = f" and {over.size - MAX_LISTED} more" if over.size > MAX_LISTED else ""
+        raise ManifestError(
+            f"{name}: {over.size} image(s) over the limit of {limit} pixels (raise "
+            f"{PIXEL_LIMIT_PARAM} if they are safe): {shown}{more}"
         )
     if bboxes is not None and image_check != "exists":
         _check_bboxes_inside(np.asarray(bboxes, dtype=float), sizes, paths, name)

@@ -50,6 +50,9 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     module, func = STAGES[stage].split(":")
     try:
         params = load_params(Path("params.yaml"))
+        from embedlab.data.image_checks import set_pixel_limit
+
+        set_pixel_limit(params.prepare.max_image_pixels)
         getattr(importlib.import_module(module), func)(params, Path("."))
     except EmbedlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
