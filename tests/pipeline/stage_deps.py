@@ -5,9 +5,9 @@ with every parent package's ``__init__``. Lazy names are followed where they are
 resolved: a package's ``_PUBLIC`` table when a name is imported from it, and the entries
 of a registry (:mod:`embedlab.registries`) when a module of the closure calls it (a
 stage that builds a loss by name depends on every loss). Run it to print the ``deps``
-that ``dvc.yaml`` should declare::
+that ``dvc.yaml`` should declare, or write them into it::
 
-    python -m tests.pipeline.stage_deps
+    python -m tests.pipeline.stage_deps [--write]
 """
 
 from __future__ import annotations
@@ -157,7 +157,30 @@ def collapsed(files: set[Path]) -> list[str]:
     return out
 
 
+def write_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> None:
+    """Replace each stage's ``src/embedlab`` deps in ``dvc.yaml`` by its closure."""
+    lines = path.read_text().split("\n")
+    out: list[str] = []
+    stage = None
+    i = 0
+    while i < len(lines):
+        found = re.match(r"^  (\w+):$", lines[i])
+        stage = found.group(1) if found else stage
+        if lines[i].strip().startswith("- src/embedlab") and stage in STAGES:
+            while i < len(lines) and lines[i].strip().startswith("- src/embedlab"):
+                i += 1
+            out.extend(f"      - {dep}" for dep in collapsed(stage_closure(stage)))
+            continue
+        out.append(lines[i])
+        i += 1
+    path.write_text("\n".join(out))
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--write" in sys.argv:
+        write_dvc_yaml()
     for stage in STAGES:
         print(f"{stage}:")
         for dep in collapsed(stage_closure(stage)):
