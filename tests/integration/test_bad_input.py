@@ -408,14 +408,12 @@ def test_diverging_training_stops_in_one_line_and_keeps_earlier_outputs(
         path: path.read_bytes()
         for path in (Path("reports/train.json"), Path("models/extractor.safetensors"))
     }
-    checkpoint = Path("models/checkpoints/last.ckpt")
     _write_params(
         train={"max_epochs": 3, "val_every_n_epochs": 1, "optimizer": {"lr": 1e6}},
     )
-    _fails("train", capsys, "training diverged at step", "loss is nan", "(now 1e+06)")
+    _fails("train", capsys, "training diverged at step", "lower train.optimizer.lr (now 1e+06)")
     for path, content in earlier.items():
         assert path.read_bytes() == content, path
-    assert checkpoint.is_file()  # the last good epoch's checkpoint
     for log in Path("logs/csv").rglob("*.csv"):  # nothing NaN reached the tracker
         values = pd.to_numeric(pd.read_csv(log)["value"], errors="coerce").dropna()
         assert values.map(math.isfinite).all(), log

@@ -20,6 +20,7 @@ from PIL import Image
 from embedlab.data import keys
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.embedding.gather import assemble, gather_batches
+from embedlab.lightning.module import TrainingDiverged, configured_lr, diverged_message
 from embedlab.metrics import EmbeddingMetrics
 from embedlab.tracking.names import metric_names
 from embedlab.viz import render_validation_images
@@ -123,6 +124,11 @@ class MetricValCallback(EmbeddingCollector):
         # the same metrics; padding repeats write the same row twice.
         embeddings = assemble(self._gather(), len(self.dataset))
         self.parts = []
+        bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+        if bad and trainer.optimizers:  # during training: the weights went non-finite
+            lr = configured_lr(trainer)
+            what = f"{bad} of {len(embeddings)} validation embeddings are NaN or inf"
+            raise TrainingDiverged(diverged_message(trainer.global_step, what, lr))
         self.metric.setup(num_samples=len(self.dataset))
         self.metric.update_data(
             {**self.dataset.columns(), keys.EMBEDDINGS: torch.from_numpy(embeddings)}

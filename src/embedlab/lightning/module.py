@@ -17,6 +17,27 @@ class TrainingDiverged(EmbedlabError):
     """The loss became NaN or inf: the stage stops with one line (lower the learning rate)."""
 
 
+def configured_lr(trainer: L.Trainer) -> float | None:
+    """The learning rate of ``train.optimizer.lr`` (before any schedule), if training."""
+    if not trainer.optimizers:
+        return None
+    group = trainer.optimizers[0].param_groups[0]
+    return float(group.get("initial_lr", group["lr"]))
+
+
+def diverged_message(step: int, what: str, lr: float | None) -> str:
+    """``training diverged at step N: <what>; lower train.optimizer.lr (now X) ...``.
+
+    >>> print(diverged_message(7, "loss is nan", 1000.0))
+    training diverged at step 7: loss is nan; lower train.optimizer.lr (now 1000), or set ...
+    """
+    now = f" (now {lr:g})" if lr is not None else ""
+    return (
+        f"training diverged at step {step}: {what}; lower train.optimizer.lr{now}, "
+        "or set train.on_nonfinite: skip_batch"
+    )
+
+
 class ExtractorModule(L.LightningModule):
     """Train ``model`` with ``criterion(embeddings, labels)``; log loss and its stats each step.
 
@@ -81,12 +102,8 @@ class ExtractorModule(L.LightningModule):
 
     def _diverged_message(self, loss: torch.Tensor) -> str:
         value = "nan" if torch.isnan(loss.detach()) else "inf"
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else None
-        now = f" (now {lr:g})" if lr is not None else ""
-        return (
-            f"training diverged at step {self.global_step}: loss is {value}; lower "
-            f"train.optimizer.lr{now}, or set train.on_nonfinite: skip_batch"
-        )
+        lr = configured_lr(self.trainer) if self._trainer else None
+        return diverged_message(self.global_step, f"loss is {value}", lr)
 
     def embed_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``{idx, embeddings}`` of an inference batch."""

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from embedlab.errors import EmbedlabError
 
@@ -23,18 +24,27 @@ def _short_warning(message, category, filename, lineno, file=None, line=None) ->
     return f"warning: {message}\n"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a caller, such as pytest, may swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     """Our progress lines on stderr; Lightning's own chatter (device lists, tips) only at
     WARNING. Only the ``embedlab`` logger gets a handler: a root handler would print every
     Lightning line twice (Lightning has its own)."""
     ours = logging.getLogger("embedlab")
-    handler = next((h for h in ours.handlers if getattr(h, "embedlab_stage", False)), None)
-    if handler is None:
-        handler = logging.StreamHandler()
-        handler.embedlab_stage = True  # type: ignore[attr-defined]
+    if not any(isinstance(h, _StderrHandler) for h in ours.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         ours.addHandler(handler)
-    handler.setStream(sys.stderr)  # the current one (a caller may have replaced it)
     ours.setLevel(logging.INFO)
     ours.propagate = False
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
