@@ -64,11 +64,12 @@ def run_compare(
     options: CompareOptions | None = None,
     trackers: bool = True,
     repo: Path = Path("."),
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
 ) -> Path:
     """Compare the runs named by ``specs`` (two: a comparison; more or ``all_runs``: a
     leaderboard); write the outputs into ``out`` and return that folder."""
     options = options or CompareOptions()
+    stream = stream or sys.stdout
     if not all_runs and len(specs) < 2:
         raise EmbedlabError("compare: name two runs (or more for a leaderboard), or pass --all")
     if options.n_resamples < 100:

@@ -46,14 +46,14 @@ tr.sorted td.sortkey, th.sortkey {{ background: #eef4ff; }}
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}
 figure.tile {{ margin: 0; width: {CELL}px; flex: none; text-align: center; }}
 figure.tile .frame {{ box-sizing: border-box; width: {CELL}px; height: {CELL}px;
-  border: {frame_width(CELL)}px solid; display: flex; align-items: center;
+  border-width: {frame_width(CELL)}px; border-style: solid; display: flex; align-items: center;
   justify-content: center; background: #fff; overflow: hidden; }}
 figure.tile img {{ width: {CELL - 2 * frame_width(CELL)}px;
   height: {CELL - 2 * frame_width(CELL)}px; object-fit: contain; image-rendering: pixelated; }}
 figure.tile figcaption {{ font: 11px monospace; height: 14px; }}
-.query .frame {{ border-color: {_rgb(QUERY_COLOR)}; }}
-.relevant .frame {{ border-color: {_rgb(CORRECT_COLOR)}; }}
-.wrong .frame {{ border-color: {_rgb(WRONG_COLOR)}; }}
+figure.t-query .frame {{ border-color: {_rgb(QUERY_COLOR)}; }}
+figure.t-relevant .frame {{ border-color: {_rgb(CORRECT_COLOR)}; }}
+figure.t-wrong .frame {{ border-color: {_rgb(WRONG_COLOR)}; }}
 .missing {{ font: 10px monospace; color: #777; word-break: break-all; padding: 2px; }}
 code {{ background: #f5f5f5; padding: 0 3px; }}
 """
@@ -104,7 +104,7 @@ def _tile(tile: Tile) -> str:
         else f'<span class="missing">{_e(tile.title)}</span>'
     )
     return (
-        f'<figure class="tile {tile.kind}" title="{_e(tile.title)}">'
+        f'<figure class="tile t-{tile.kind}" title="{_e(tile.title)}">'
         f'<div class="frame">{inner}</div><figcaption>{_e(tile.caption)}</figcaption></figure>'
     )
 
@@ -115,7 +115,7 @@ def _query_section(query: QueryRows, name_a: str, name_b: str) -> str:
     )
     category = f" &middot; category {_e(query.category)}" if query.category else ""
     parts = [
-        f'<section class="query" data-row-id="{_e(query.row_id)}">',
+        f'<section class="pair" data-row-id="{_e(query.row_id)}">',
         f"<h3>row {_e(query.row_id)} &middot; label {_e(query.label)}{category} &middot; "
         f'<span class="path">{_e(query.path)}</span> &middot; {values}</h3>',
     ]
@@ -215,7 +215,10 @@ def render_compare_page(
         "<h2>Metrics</h2>",
         _metrics_table(report["metrics"], name_a, name_b),
         "<h2>Params that changed</h2>",
-        _params_table(report.get("params_changed", {}), [name_a, name_b]),
+        _params_table(
+            {k: [v["a"], v["b"]] for k, v in report.get("params_changed", {}).items()},
+            [name_a, name_b],
+        ),
     ]
     by, order_by = _e(report["fixed_by"]), _e(report["order_by"])
     headings = {

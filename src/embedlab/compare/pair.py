@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from embedlab.compare.diff import (
     fixed_by,
     order_metric,
 )
-from embedlab.compare.images import ImageLookup
+from embedlab.compare.images import MANIFEST, ImageLookup
 from embedlab.compare.page import QueryRows, Tile, render_compare_page
 from embedlab.compare.runs import Run
 from embedlab.compare.stats import TEST_NAME, bootstrap_ci, sign_flip_p_values
@@ -31,6 +32,8 @@ __all__ = [
     "page_sections",
     "write_compare",
 ]
+
+log = logging.getLogger("embedlab")
 
 COMPARE_JSON = "compare.json"
 PAGE = "index.html"
@@ -127,15 +130,17 @@ def _tiles(
 def _images_for(run: Run) -> ImageLookup:
     # Folder runs carry their own data/prepared; git runs use the repo's (theirs is in
     # the DVC cache only). Pictures are drawn only from a manifest that matches the run.
+    manifest = run.source.root / MANIFEST
+    if not manifest.is_file():
+        log.warning("compare: no %s for run '%s': frames without pictures", manifest, run.name)
+        return ImageLookup.empty()
     lookup = ImageLookup.from_root(run.source.root)
     if lookup.agrees_with(run.per_query):
         return lookup
-    import logging
-
-    logging.getLogger("embedlab").warning(
-        "compare: %s/data/prepared/manifest.csv does not match the queries of run '%s': "
+    log.warning(
+        "compare: %s does not list the queries of run '%s' (another prepare?): "
         "frames without pictures",
-        run.source.root,
+        manifest,
         run.name,
     )
     return ImageLookup.empty()
