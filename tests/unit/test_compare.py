@@ -77,7 +77,7 @@ def test_bootstrap_interval_is_reproducible_and_agrees_with_a_plain_bootstrap(
     assert first["metrics"]["map@5"]["ci95"] == pytest.approx([lo, hi], abs=0.01)
 
     # and the numbers are the library's, with the seed the page states
-    seed_bootstrap, seed_test = _seeds(3)
+    seed_bootstrap, _ = _seeds(3)
     ours = bootstrap_ci(d, 10_000, seed_bootstrap)[0]
     assert first["metrics"]["map@5"]["ci95"] == pytest.approx(ours.tolist(), abs=1e-12)
     page = (tmp_path / "one" / "index.html").read_text()
@@ -145,7 +145,7 @@ def test_unknown_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_default_out_dir_is_under_reports_compare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b = make_pair(tmp_path)
+    make_pair(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "run-a", "run-b", "--no-trackers"]) == 0
     assert (tmp_path / "reports/compare/run-a_vs_run-b/compare.json").is_file()
