@@ -8,24 +8,34 @@
 - :mod:`~embedlab.compare.pair`, :mod:`~embedlab.compare.leaderboard`: the two outputs;
 - :mod:`~embedlab.compare.command`: the command itself;
 - :mod:`~embedlab.compare.trackers`: the page and deltas sent to run B's tracker runs.
+
+Names are imported lazily, so the validate stage's ``from embedlab.compare.topk import
+topk_table`` does not load (nor depend on) the page, the statistics or git.
 """
 
-from embedlab.compare.command import run_compare
-from embedlab.compare.leaderboard import build_leaderboard, write_leaderboard
-from embedlab.compare.pair import CompareOptions, compare_report, write_compare
-from embedlab.compare.runs import Run, RunSource, load_run, resolve_run
-from embedlab.compare.topk import topk_table
+from __future__ import annotations
 
-__all__ = [
-    "CompareOptions",
-    "Run",
-    "RunSource",
-    "build_leaderboard",
-    "compare_report",
-    "load_run",
-    "resolve_run",
-    "run_compare",
-    "topk_table",
-    "write_compare",
-    "write_leaderboard",
-]
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "CompareOptions": "embedlab.compare.pair",
+    "Run": "embedlab.compare.runs",
+    "RunSource": "embedlab.compare.runs",
+    "build_leaderboard": "embedlab.compare.leaderboard",
+    "compare_report": "embedlab.compare.pair",
+    "load_run": "embedlab.compare.runs",
+    "resolve_run": "embedlab.compare.runs",
+    "run_compare": "embedlab.compare.command",
+    "topk_table": "embedlab.compare.topk",
+    "write_compare": "embedlab.compare.pair",
+    "write_leaderboard": "embedlab.compare.leaderboard",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'embedlab.compare' has no attribute {name!r}")

@@ -34,7 +34,6 @@ __all__ = [
     "PER_QUERY_FILE",
     "QUERY_COLUMNS",
     "RUN_FILE",
-    "TOPK_FILE",
     "Run",
     "RunSource",
     "list_experiments",
@@ -50,7 +49,6 @@ log = logging.getLogger("embedlab")
 RunKind = Literal["folder", "experiment", "revision"]
 
 PER_QUERY_FILE = "reports/per_query.csv"
-TOPK_FILE = "reports/topk.csv"
 RUN_FILE = "reports/run.json"
 PARAMS_FILE = "params.yaml"
 

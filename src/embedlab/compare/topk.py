@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TOPK_COLUMNS",
+    "TOPK_FILE",
     "load_topk",
     "parse_topk",
     "topk_from_embeddings",
@@ -35,6 +36,8 @@ __all__ = [
 
 log = logging.getLogger("embedlab")
 
+TOPK_FILE = "reports/topk.csv"
+"""Where the validate stage writes :func:`topk_table` (relative to the repo root)."""
 TOPK_COLUMNS = ("row_id", "rank", "gallery_row_id", "gallery_path", "distance", "relevant")
 EMBEDDINGS_NPY = "data/embeddings/embeddings.npy"
 ITEMS_PARQUET = "data/embeddings/items.parquet"
@@ -183,8 +186,6 @@ def load_topk(run: Run, top_k: int = 5) -> pd.DataFrame | None:
     None (with a log line) when the run has neither, or when they do not cover the
     run's queries.
     """
-    from embedlab.compare.runs import TOPK_FILE
-
     source = run.source
     table: pd.DataFrame | None = None
     data = source.read_bytes(TOPK_FILE)
