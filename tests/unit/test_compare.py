@@ -270,3 +270,12 @@ def test_tracker_problems_never_stop_a_comparison(
     (b / "reports/run.json").write_text(json.dumps({"run_ids": {"csv": "exp-b"}}))
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out/index.html").is_file()
+
+
+def test_empty_per_query_file_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = make_pair(tmp_path)
+    (b / "reports/per_query.csv").write_text("row_id,path,cmc@1\n")
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "reports/per_query.csv: no queries" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def run_compare(
         raise EmbedlabError("compare: name two runs (or more for a leaderboard), or pass --all")
     if options.n_resamples < 100:
         raise EmbedlabError(f"--resamples must be >= 100, got {options.n_resamples}")
+    if options.max_queries < 0:
+        raise EmbedlabError(f"--max-queries must be >= 0, got {options.max_queries}")
     if options.top_k < 1:
         raise EmbedlabError(f"--top-k must be >= 1, got {options.top_k}")
     sources = _sources(specs, all_runs, repo)

@@ -159,7 +159,10 @@ def fixed_and_broken(aligned: AlignedQueries, by: str = "cmc@1", order_by: str =
 
 
 def _shown(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, list | dict) else value
+    """A param value as JSON can hold it (YAML may give dates, lists, mappings)."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return value if isinstance(value, str | int | float | bool | None) else str(value)
 
 
 def changed_params(params: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -130,11 +130,6 @@ class RunSource:
         data = self.read_bytes(path)
         return None if data is None else data.decode("utf-8")
 
-    @property
-    def files_root(self) -> Path:
-        """Folder whose ``data/prepared`` holds the images: the run's folder, else the repo."""
-        return self.root
-
     def describe(self) -> dict[str, Any]:
         """JSON-ready identity: spec, name, kind and commit."""
         return {"spec": self.spec, "name": self.name, "kind": self.kind, "rev": self.rev}
@@ -257,6 +252,8 @@ def parse_per_query(data: bytes, where: str) -> pd.DataFrame:
         table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise EmbedlabError(f"{where}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if table.empty:
+        raise EmbedlabError(f"{where}: no queries (the file has no data rows)")
     if "row_id" not in table:
         raise EmbedlabError(f"{where}: column 'row_id' is missing (columns: {list(table)})")
     ids = pd.to_numeric(table["row_id"], errors="coerce")
