@@ -148,3 +148,22 @@ def test_dvc_experiment_names_and_all(repo: Path, capsys: pytest.CaptureFixture[
     assert (
         board["runs"][0]["metrics"]["cmc@1"]["mean"] >= board["runs"][1]["metrics"]["cmc@1"]["mean"]
     )
+
+
+def test_revision_b_tracker_runs_get_the_comparison(repo: Path) -> None:
+    # B (HEAD) recorded a csv tracker run; the workspace has since moved on to another run
+    params = {"train": {"optimizer": {"lr": 0.003}}, "tracking": {"loggers": ["csv"]}}
+    (repo / "params.yaml").write_text(json.dumps(params))
+    (repo / "reports/run.json").write_text(json.dumps({"run_ids": {"csv": "exp-b"}}))
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "b with a tracker run")
+    (repo / "reports/run.json").write_text(json.dumps({"run_ids": {"csv": "later"}}))
+
+    assert main(["compare", "HEAD~2", "HEAD", "--out", "o"]) == 0
+    report = json.loads((repo / "o/compare.json").read_text())
+    lines = (repo / "logs/csv/exp-b/metrics.csv").read_text().splitlines()
+    delta = report["metrics"]["cmc@1"]["delta"]
+    assert any(line.startswith("0,compare/cmc@1/delta,") for line in lines)
+    logged = next(line for line in lines if ",compare/cmc@1/delta," in line)
+    assert float(logged.split(",")[-1]) == pytest.approx(delta)
+    assert not (repo / "logs/csv/later").exists()
