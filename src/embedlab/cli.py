@@ -1,4 +1,4 @@
-"""The ``embedlab`` command line: ``embedlab search ...``, ``embedlab export ...``.
+"""The ``embedlab`` command line: ``embedlab search``, ``embedlab export``, ``embedlab compare``.
 
 Each subcommand is one entry of :data:`COMMANDS`: a function that declares its arguments
 and one that runs it. User errors (:class:`embedlab.errors.EmbedlabError`) print one
@@ -188,10 +188,65 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- compare
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="DVC experiment names, git revisions or folders holding reports/ (A B [more...])",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: reports/compare/<A>_vs_<B>/, or .../leaderboard/)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", dest="all_runs", help="leaderboard of every experiment"
+    )
+    parser.add_argument(
+        "--sort", default="cmc@1", metavar="METRIC", help="leaderboard order (cmc@1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap and test seed (0)")
+    parser.add_argument(
+        "--resamples", type=int, default=10_000, help="bootstrap/permutation resamples (10000)"
+    )
+    parser.add_argument("--top-k", type=int, default=5, help="gallery items drawn per query (5)")
+    parser.add_argument(
+        "--max-queries", type=int, default=50, help="fixed and broken queries drawn, each (50)"
+    )
+    parser.add_argument(
+        "--no-trackers", action="store_true", help="do not log the result to run B's trackers"
+    )
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from embedlab.compare import CompareOptions, run_compare
+
+    options = CompareOptions(
+        seed=args.seed, n_resamples=args.resamples, top_k=args.top_k, max_queries=args.max_queries
+    )
+    run_compare(
+        args.runs,
+        args.out,
+        all_runs=args.all_runs,
+        sort=args.sort,
+        options=options,
+        trackers=not args.no_trackers,
+    )
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "search": Command("search the embeddings with images", _search_arguments, _run_search),
     "export": Command(
         "export the extractor for serving (ONNX, TorchScript)", _export_arguments, _run_export
+    ),
+    "compare": Command(
+        "compare runs query by query (intervals, fixed/broken queries, HTML page)",
+        _compare_arguments,
+        _run_compare,
     ),
 }
 """Subcommands by name; a new one is one more entry."""
@@ -206,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         ('search', ['q.png'], 3, 'all')
     """
     parser = argparse.ArgumentParser(
-        prog="embedlab", description="Search embeddings and export extractors (see docs/search.md)."
+        prog="embedlab",
+        description="Search embeddings, export extractors (docs/search.md), compare runs "
+        "(docs/compare-runs.md).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():

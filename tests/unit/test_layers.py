@@ -30,7 +30,9 @@ ALLOWED: dict[str, set[str]] = {
         "config", "data", "embedding", "errors", "io", "lightning", "losses", "metrics",
         "miners", "models", "registries", "retrieval", "tracking",
     },
-    "cli": {"data", "embedding", "errors", "io", "models", "viz", "config", "stages"},
+    # compare reads finished runs: their files, the manifest, a metric to redo top-k lists
+    "compare": {"config", "data", "errors", "io", "metrics", "tracking", "viz"},
+    "cli": {"compare", "data", "embedding", "errors", "io", "models", "viz", "config", "stages"},
 }  # fmt: skip
 
 
