@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from embedlab.compare.topk import TOPK_FILE, topk_table
 from embedlab.config import Params
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
@@ -88,6 +89,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     write_json(root / METRICS_REPORT, metrics)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
         per_query_table(metric, callback.dataset).to_csv(tmp, index=False)
+    with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
+        topk_table(metric, callback.dataset.df["row_id"].to_numpy()).to_csv(tmp, index=False)
     for name, image in images.items():
         with atomic_path(root / IMAGES_DIR / f"{name}.png") as tmp:
             image.save(tmp, format="PNG")
