@@ -103,6 +103,11 @@ def test_every_stage_wrote_its_outputs(repo: Path) -> None:
     assert config["preprocessing"]["input_size"] == [3, 16, 16]
     train = json.loads((repo / "reports" / "train.json").read_text())
     assert train["epochs"] == 2 and train["global_step"] > 0
+    curve = json.loads((repo / "reports" / "plots" / "validation.json").read_text())
+    assert [row["epoch"] for row in curve] == [0, 1, 2]  # untrained, then every epoch
+    assert curve[-1]["cmc@1"] == pytest.approx(overall["cmc"]["1"])
+    loss = json.loads((repo / "reports" / "plots" / "loss.json").read_text())
+    assert [row["epoch"] for row in loss] == [1, 2]
 
     embeddings = np.load(repo / "data" / "embeddings" / "embeddings.npy")
     items = pd.read_parquet(repo / "data" / "embeddings" / "items.parquet")
@@ -119,6 +124,11 @@ def test_dvc_sees_metrics_and_a_second_repro_is_a_no_op(repo: Path) -> None:
     assert "up to date" in status.lower() or status.strip() == ""
     again = _run(["dvc", "repro"], repo).stdout
     assert "didn't change" in again or "is cached" in again.lower() or "up to date" in again.lower()
+
+
+def test_dvc_plots_show_draws_the_curves_over_epochs(repo: Path) -> None:
+    shown = json.loads(_run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert {"validation", "loss"} <= set(shown)
 
 
 def test_tensorboard_received_the_curves(repo: Path) -> None:

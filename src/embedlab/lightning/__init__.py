@@ -2,6 +2,7 @@
 
 from embedlab.lightning.callbacks import (
     EmbeddingCollector,
+    EpochLossCallback,
     EpochSeedCallback,
     MetricValCallback,
 )
@@ -11,6 +12,7 @@ from embedlab.lightning.module import ExtractorModule
 __all__ = [
     "AtomicCheckpointIO",
     "EmbeddingCollector",
+    "EpochLossCallback",
     "EpochSeedCallback",
     "ExtractorModule",
     "MetricValCallback",

@@ -118,6 +118,8 @@ class MetricValCallback(EmbeddingCollector):
         self.log_metrics = log_metrics
         self.last_metrics: dict[str, Any] = {}
         self.last_images: dict[str, Image.Image] = {}
+        self.last_epoch = 0
+        """Training epochs done when the last validation ran (0: the untrained model)."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Under DDP each rank embedded a shard: gather all of them, then every rank computes
@@ -135,6 +137,9 @@ class MetricValCallback(EmbeddingCollector):
         )
         metrics = self.metric.compute_metrics()
         self.last_metrics = metrics
+        # Inside fit, validation closes an epoch that current_epoch still counts as running.
+        fitting = trainer.state.fn == "fit"
+        self.last_epoch = trainer.current_epoch + 1 if fitting else trainer.current_epoch
         names = metric_names(metrics)
         # Lightning keeps them for callbacks (checkpoint monitors) but would send them to
         # the loggers as float32; loggers get the exact values, at the global step.
@@ -152,6 +157,30 @@ class MetricValCallback(EmbeddingCollector):
                 for logger in trainer.loggers:
                     if hasattr(logger, "log_image"):
                         logger.log_image(f"val/{name}", image, step=trainer.global_step)
+
+
+class EpochLossCallback(Callback):
+    """The mean training loss of every epoch: ``losses`` holds ``(epochs done, mean)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[tuple[int, float]] = []
+        self._sum, self._count = 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):  # None: a skipped batch (train.on_nonfinite)
+            self._sum += float(loss.detach())
+            self._count += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._count:
+            self.losses.append((trainer.current_epoch + 1, self._sum / self._count))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

@@ -29,6 +29,7 @@ from embedlab.data.transforms import train_transform
 from embedlab.io import write_json
 from embedlab.lightning import (
     AtomicCheckpointIO,
+    EpochLossCallback,
     EpochSeedCallback,
     ExtractorModule,
     MetricValCallback,
@@ -41,6 +42,7 @@ from embedlab.models import TimmExtractor, save_extractor
 from embedlab.registries import LOSSES, OPTIMIZERS
 from embedlab.stages.common import (
     CHECKPOINTS_DIR,
+    CURVES_DIR,
     MANIFEST,
     MODELS_DIR,
     TRAIN_REPORT,
@@ -134,10 +136,12 @@ class TrainCallbacks:
     seeder: EpochSeedCallback
     validation: MetricValCallback
     checkpoint: ModelCheckpoint
+    losses: EpochLossCallback = field(default_factory=EpochLossCallback)
     history: list[dict[str, float]] = field(default_factory=list)
+    """Each validation's flat metrics, with ``epoch`` (epochs done, 0 = untrained)."""
 
     def all(self) -> list[Any]:
-        return [self.seeder, self.validation, self.checkpoint]
+        return [self.seeder, self.validation, self.losses, self.checkpoint]
 
 
 def build_callbacks(params: Params, root: Path, validation: MetricValCallback) -> TrainCallbacks:
@@ -196,7 +200,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         log_images=cfg.log_images,
         num_workers=cfg.num_workers,
         persistent_workers=True,
-        on_metrics=lambda m: history.append(metric_names(m)),
+        on_metrics=lambda m: history.append({"epoch": validation.last_epoch, **metric_names(m)}),
     )
     callbacks = build_callbacks(params, root, validation)
     callbacks.history = history
@@ -226,6 +230,7 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         assert state is not None
         state.finish()
         curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
+        write_curves(root, history, callbacks.losses.losses)
         log.info("trained %d steps in %.1f s", trainer.global_step, report["train_seconds"])
         log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
     return report
@@ -273,7 +278,8 @@ def _fit(
         if module.skipped_batches:  # train.on_nonfinite: skip_batch
             report["skipped_batches"] = module.skipped_batches
         if callbacks.history:  # metrics of the final weights, gathered from every rank
-            report["last_validation"] = callbacks.history[-1]
+            final = callbacks.history[-1]
+            report["last_validation"] = {k: v for k, v in final.items() if k != "epoch"}
         if not trainer.is_global_zero:
             return report
         weights, _ = save_extractor(module.model, root / MODELS_DIR)
@@ -283,6 +289,31 @@ def _fit(
         hub.finish()
     write_run_ids(root, hub)  # a backend that failed during the fit is recorded
     return report
+
+
+def write_curves(
+    root: Path, history: list[dict[str, float]], losses: list[tuple[int, float]]
+) -> None:
+    """``reports/plots/validation.json`` and ``loss.json``: one row per epoch, for
+    ``dvc plots show`` / ``dvc plots diff`` (x = epoch). Headline OVERALL metrics only.
+
+    >>> import tempfile, json
+    >>> root = Path(tempfile.mkdtemp())
+    >>> write_curves(root, [{"epoch": 0, "val/OVERALL/cmc@1": 0.5, "val/x/cmc@1": 0.1}],
+    ...              [(1, 0.25)])
+    >>> json.loads((root / "reports/plots/validation.json").read_text())
+    [{'epoch': 0, 'cmc@1': 0.5}]
+    """
+    rows: dict[int, dict[str, float]] = {}
+    for entry in history:  # a repeated final validation keeps one row
+        prefix = "val/OVERALL/"
+        row = {k.removeprefix(prefix): v for k, v in entry.items() if k.startswith(prefix)}
+        rows[int(entry["epoch"])] = {"epoch": int(entry["epoch"]), **row}
+    write_json(root / CURVES_DIR / "validation.json", [rows[e] for e in sorted(rows)])
+    write_json(
+        root / CURVES_DIR / "loss.json",
+        [{"epoch": epoch, "loss": round(loss, 6)} for epoch, loss in losses],
+    )
 
 
 def _resumed_from(seeder: EpochSeedCallback, trainer: L.Trainer, resumed: bool) -> int:
