@@ -134,18 +134,23 @@ class TrainCallbacks:
     """The callbacks of a fit, and the validation history they fill."""
 
     seeder: EpochSeedCallback
-    validation: MetricValCallback
+    validation: MetricValCallback | None
     checkpoint: ModelCheckpoint
     losses: EpochLossCallback = field(default_factory=EpochLossCallback)
     history: list[dict[str, float]] = field(default_factory=list)
     """Each validation's flat metrics, with ``epoch`` (epochs done, 0 = untrained)."""
+    extra: list[Any] = field(default_factory=list)
+    """More callbacks (a benchmark's timer...)."""
 
     def all(self) -> list[Any]:
-        return [self.seeder, self.validation, self.losses, self.checkpoint]
+        found = [self.seeder, self.validation, self.losses, self.checkpoint, *self.extra]
+        return [c for c in found if c is not None]
 
 
-def build_callbacks(params: Params, root: Path, validation: MetricValCallback) -> TrainCallbacks:
-    """Per-epoch reseeding, validation (given) and the epoch-end checkpoint."""
+def build_callbacks(
+    params: Params, root: Path, validation: MetricValCallback | None
+) -> TrainCallbacks:
+    """Per-epoch reseeding, validation (given), the epoch loss and the epoch-end checkpoint."""
     # One file, replaced at the end of every epoch (validated or not). Lightning's save_last
     # with save_top_k=0 would only write it when training ends.
     checkpoint = ModelCheckpoint(
