@@ -417,3 +417,18 @@ def test_diverging_training_stops_in_one_line_and_keeps_earlier_outputs(
     for log in Path("logs/csv").rglob("*.csv"):  # nothing NaN reached the tracker
         values = pd.to_numeric(pd.read_csv(log)["value"], errors="coerce").dropna()
         assert values.map(math.isfinite).all(), log
+
+
+# 20
+def test_every_kind_of_problem_is_reported_at_once(
+    earlier: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("input/imgs/7.png").unlink()
+    frame = _frame()
+    frame["label"] = ["0", "0", "1", "x", "2", "2", "3", "3"]
+    frame["split"] = ["train"] * 4 + ["validation", "val", "validation", "validation"]
+    _write_csv(frame)
+    line = _prepare_fails(capsys, earlier, "input/mine.csv: 3 kinds of problems")
+    assert "[1 row] line 5, column 'label': expected an integer, got 'x'" in line
+    assert "[1 row] line 7, column 'split': unknown value 'val'" in line
+    assert "[1 row] 1 image file(s) missing under" in line and "line 9: imgs/7.png" in line

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,60 @@ MAX_LISTED = 10
 
 
 class ManifestError(EmbedlabError):
-    """The manifest breaks the contract; the message names the file, line and column."""
+    """The manifest breaks the contract; the message names the file, line and column.
+
+    ``rows`` is how many rows the problem concerns (0 when it is not about rows).
+    """
+
+    def __init__(self, message: str, rows: int = 0) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+class Problems:
+    """Collects every problem of a manifest, to report all kinds in one error.
+
+    >>> problems = Problems("m.csv")
+    >>> problems.add("m.csv: line 3, column 'label': expected an integer", 1)
+    >>> with problems.check():
+    ...     raise ManifestError("m.csv: line 4, 6, column 'split': unknown value 'x'", 2)
+    >>> problems.raise_if_any()
+    Traceback (most recent call last):
+    ...
+    embedlab.data.manifest.ManifestError: m.csv: 2 kinds of problems (fix them all, ...): ...
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found: list[ManifestError] = []
+
+    def add(self, message: str, rows: int = 0) -> None:
+        self.found.append(ManifestError(message, rows))
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run a check; a :class:`ManifestError` it raises is kept, not raised."""
+        try:
+            yield
+        except ManifestError as exc:
+            self.found.append(exc)
+
+    def raise_if_any(self) -> None:
+        """One error holding every problem found (as it was, when there is one)."""
+        if len(self.found) == 1:
+            raise self.found[0]
+        if self.found:
+            prefix = f"{self.name}: "
+            parts = []
+            for problem in self.found:
+                text = str(problem).removeprefix(prefix)
+                count = f"[{problem.rows} row{'s' if problem.rows != 1 else ''}] "
+                parts.append((count if problem.rows else "") + text)
+            raise ManifestError(
+                f"{self.name}: {len(self.found)} kinds of problems (fix them all, then rerun): "
+                + "; ".join(parts),
+                sum(p.rows for p in self.found),
+            )
 
 
 @dataclass(frozen=True)
@@ -92,7 +147,8 @@ def _parse_bool(series: pd.Series, column: str, name: str) -> pd.Series:
         pos = np.flatnonzero(bad.to_numpy())
         raise ManifestError(
             f"{name}: line {_line(pos)}, column '{column}': "
-            f"expected true/false, got {series.iloc[pos[0]]!r}"
+            f"expected true/false, got {series.iloc[pos[0]]!r}",
+            len(pos),
         )
     return text.map(mapping).astype(bool)
 
@@ -119,7 +175,8 @@ def _integers(values: pd.Series, column: str, name: str) -> pd.Series:
         pos = np.flatnonzero(bad.to_numpy())
         raise ManifestError(
             f"{name}: line {_line(pos)}, column '{column}': expected an integer, "
-            f"got {_shown(values.iloc[pos[0]])}"
+            f"got {_shown(values.iloc[pos[0]])}",
+            len(pos),
         )
     return numbers.astype(np.int64)
 
@@ -137,12 +194,15 @@ def _numbers(values: pd.Series, column: str, name: str) -> pd.Series:
         pos = np.flatnonzero(bad.to_numpy())
         raise ManifestError(
             f"{name}: line {_line(pos)}, column '{column}': expected a number, "
-            f"got {values.iloc[pos[0]]!r}"
+            f"got {values.iloc[pos[0]]!r}",
+            len(pos),
         )
     return numbers.astype(np.float64)
 
 
-def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFrame:
+def normalise_manifest(
+    df: pd.DataFrame, name: str = MANIFEST_NAME, problems: Problems | None = None
+) -> pd.DataFrame:
     """Check column types and values; return a copy with clean dtypes.
 
     Raises :class:`ManifestError` naming the line and column of the first kind of problem.
@@ -164,40 +224,30 @@ def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFr
             f"(found: {', '.join(map(str, df.columns))})"
         )
     df = df.reset_index(drop=True).copy()
-
-    df["label"] = _integers(df["label"], "label", name)
-
-    empty = df["path"].isna() | (df["path"].astype(str).str.strip() == "")
-    if empty.any():
-        raise ManifestError(f"{name}: line {_line(np.flatnonzero(empty))}, column 'path': empty")
-    df["path"] = df["path"].astype(str)
-    # "a/./b.png" and "a/b.png" are the same file: compare normalised paths (only the
-    # few paths that normpath would change are passed through it).
-    normal = df["path"].copy()
-    odd = normal.str.contains(r"//|(?:^|/)\.{1,2}(?:/|$)|/$", regex=True)
-    if odd.any():
-        normal[odd] = [os.path.normpath(p) for p in normal[odd].tolist()]
-    dup = normal.duplicated(keep="first")
-    if dup.any():
-        pos = np.flatnonzero(dup.to_numpy())
-        raise ManifestError(
-            f"{name}: line {_line(pos)}, column 'path': duplicate path {df['path'].iloc[pos[0]]!r}"
-        )
+    own = problems is None
+    problems = Problems(name) if problems is None else problems
+    with problems.check():
+        df["label"] = _integers(df["label"], "label", name)
+    with problems.check():
+        _check_paths(df, name)
+    df["path"] = df["path"].fillna("").astype(str)
 
     df["split"] = df["split"].fillna("").astype(str).str.strip()
     bad = ~df["split"].isin(SPLITS)
     if bad.any():
         pos = np.flatnonzero(bad.to_numpy())
-        raise ManifestError(
+        problems.add(
             f"{name}: line {_line(pos)}, column 'split': unknown value "
-            f"{df['split'].iloc[pos[0]]!r} (expected one of {', '.join(SPLITS)})"
+            f"{df['split'].iloc[pos[0]]!r} (expected one of {', '.join(SPLITS)})",
+            len(pos),
         )
 
     is_val = df["split"] == "validation"
     for column in ("is_query", "is_gallery"):
         if column in df.columns:
             values = df[column].where(is_val, False)  # train rows: ignored
-            df[column] = _parse_bool(values.fillna(True), column, name) & is_val
+            with problems.check():
+                df[column] = _parse_bool(values.fillna(True), column, name) & is_val
         else:  # no split info: every validation item is both query and gallery
             df[column] = is_val
 
@@ -207,36 +257,65 @@ def normalise_manifest(df: pd.DataFrame, name: str = MANIFEST_NAME) -> pd.DataFr
 
     present = [c for c in BBOX_COLUMNS if c in df.columns]
     if present:
-        if len(present) != len(BBOX_COLUMNS):
-            absent = [c for c in BBOX_COLUMNS if c not in present]
-            raise ManifestError(
-                f"{name}: bbox needs all of x_1, y_1, x_2, y_2; "
-                f"missing column(s) {', '.join(absent)}"
-            )
-        boxes = pd.DataFrame({c: _numbers(df[c], c, name) for c in BBOX_COLUMNS})
-        n_set = boxes.notna().sum(axis=1)
-        partial = (n_set > 0) & (n_set < 4)
-        if partial.any():
-            pos = np.flatnonzero(partial.to_numpy())
-            row = boxes.iloc[pos[0]]
-            empty_cols = [c for c in BBOX_COLUMNS if pd.isna(row[c])]
-            raise ManifestError(
-                f"{name}: line {_line(pos)}: partial bbox, column(s) {', '.join(empty_cols)} empty "
-                "(give all four of x_1, y_1, x_2, y_2 or none)"
-            )
-        full = n_set == 4
-        inverted = full & ((boxes["x_2"] <= boxes["x_1"]) | (boxes["y_2"] <= boxes["y_1"]))
-        negative = full & (boxes[list(BBOX_COLUMNS)] < 0).any(axis=1)
-        bad = inverted | negative
-        if bad.any():
-            pos = np.flatnonzero(bad.to_numpy())
-            raise ManifestError(
-                f"{name}: line {_line(pos)}, columns x_1..y_2: bbox must have "
-                f"0 <= x_1 < x_2 and 0 <= y_1 < y_2, got {boxes.iloc[pos[0]].tolist()}"
-            )
-        for column in BBOX_COLUMNS:
-            df[column] = boxes[column]
+        with problems.check():
+            _normalise_bboxes(df, present, name)
+    if own:
+        problems.raise_if_any()
     return df
+
+
+def _check_paths(df: pd.DataFrame, name: str) -> None:
+    empty = df["path"].isna() | (df["path"].astype(str).str.strip() == "")
+    if empty.any():
+        pos = np.flatnonzero(empty)
+        raise ManifestError(f"{name}: line {_line(pos)}, column 'path': empty", len(pos))
+    paths = df["path"].astype(str)
+    # "a/./b.png" and "a/b.png" are the same file: compare normalised paths (only the
+    # few paths that normpath would change are passed through it).
+    normal = paths.copy()
+    odd = normal.str.contains(r"//|(?:^|/)\.{1,2}(?:/|$)|/$", regex=True)
+    if odd.any():
+        normal[odd] = [os.path.normpath(p) for p in normal[odd].tolist()]
+    dup = normal.duplicated(keep="first")
+    if dup.any():
+        pos = np.flatnonzero(dup.to_numpy())
+        raise ManifestError(
+            f"{name}: line {_line(pos)}, column 'path': duplicate path {paths.iloc[pos[0]]!r}",
+            len(pos),
+        )
+
+
+def _normalise_bboxes(df: pd.DataFrame, present: list[str], name: str) -> None:
+    if len(present) != len(BBOX_COLUMNS):
+        absent = [c for c in BBOX_COLUMNS if c not in present]
+        raise ManifestError(
+            f"{name}: bbox needs all of x_1, y_1, x_2, y_2; missing column(s) {', '.join(absent)}"
+        )
+    boxes = pd.DataFrame({c: _numbers(df[c], c, name) for c in BBOX_COLUMNS})
+    n_set = boxes.notna().sum(axis=1)
+    partial = (n_set > 0) & (n_set < 4)
+    if partial.any():
+        pos = np.flatnonzero(partial.to_numpy())
+        row = boxes.iloc[pos[0]]
+        empty_cols = [c for c in BBOX_COLUMNS if pd.isna(row[c])]
+        raise ManifestError(
+            f"{name}: line {_line(pos)}: partial bbox, column(s) {', '.join(empty_cols)} empty "
+            "(give all four of x_1, y_1, x_2, y_2 or none)",
+            len(pos),
+        )
+    full = n_set == 4
+    inverted = full & ((boxes["x_2"] <= boxes["x_1"]) | (boxes["y_2"] <= boxes["y_1"]))
+    negative = full & (boxes[list(BBOX_COLUMNS)] < 0).any(axis=1)
+    bad = inverted | negative
+    if bad.any():
+        pos = np.flatnonzero(bad.to_numpy())
+        raise ManifestError(
+            f"{name}: line {_line(pos)}, columns x_1..y_2: bbox must have "
+            f"0 <= x_1 < x_2 and 0 <= y_1 < y_2, got {boxes.iloc[pos[0]].tolist()}",
+            len(pos),
+        )
+    for column in BBOX_COLUMNS:
+        df[column] = boxes[column]
 
 
 def check_splits(df: pd.DataFrame, name: str = MANIFEST_NAME, *, need_train: bool = True) -> None:
@@ -356,18 +435,20 @@ def check_files(
         )
     absolute = resolve_paths(pd.Series(paths, dtype=object), Path(root))
     sizes, missing, unreadable = probe_images(absolute, image_check)
+    problems = Problems(name)
     if missing:
         shown = ", ".join(f"line {i + 2}: {paths[i]}" for i in missing[:MAX_LISTED])
         more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-        raise ManifestError(
-            f"{name}: {len(missing)} image file(s) missing under {dataset_root}: {shown}{more}"
+        problems.add(
+            f"{name}: {len(missing)} image file(s) missing under {dataset_root}: {shown}{more}",
+            len(missing),
         )
     if unreadable:
         bad = sorted(unreadable)
         shown = ", ".join(f"line {i + 2}: {paths[i]} ({unreadable[i]})" for i in bad[:MAX_LISTED])
         more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        raise ManifestError(
-            f"{name}: {len(bad)} image file(s) unreadable or truncated: {shown}{more}"
+        problems.add(
+            f"{name}: {len(bad)} image file(s) unreadable or truncated: {shown}{more}", len(bad)
         )
     limit = pixel_limit()
     over = np.flatnonzero(sizes[:, 0] * sizes[:, 1] > limit)
@@ -376,12 +457,15 @@ def check_files(
             f"line {i + 2}: {paths[i]} is {sizes[i, 0]}x{sizes[i, 1]}" for i in over[:MAX_LISTED]
         )
         more = f" and {over.size - MAX_LISTED} more" if over.size > MAX_LISTED else ""
-        raise ManifestError(
+        problems.add(
             f"{name}: {over.size} image(s) over the limit of {limit} pixels (raise "
-            f"{PIXEL_LIMIT_PARAM} if they are safe): {shown}{more}"
+            f"{PIXEL_LIMIT_PARAM} if they are safe): {shown}{more}",
+            int(over.size),
         )
     if bboxes is not None and image_check != "exists":
-        _check_bboxes_inside(np.asarray(bboxes, dtype=float), sizes, paths, name)
+        with problems.check():
+            _check_bboxes_inside(np.asarray(bboxes, dtype=float), sizes, paths, name)
+    problems.raise_if_any()
 
 
 def _check_bboxes_inside(boxes: np.ndarray, sizes: np.ndarray, paths: list[str], name: str) -> None:
@@ -416,7 +500,9 @@ def validate_manifest(
 ) -> pd.DataFrame:
     """Everything a manifest must satisfy, in order: columns and values, splits, files.
 
-    Returns the normalised DataFrame. ``image_check=None`` skips the file checks.
+    Returns the normalised DataFrame. ``image_check=None`` skips the file checks. Every
+    problem found is reported in one :class:`ManifestError` (each kind with its rows), so
+    a large file needs one fix-and-rerun, not one per kind of problem.
 
     >>> import tempfile, pathlib
     >>> from PIL import Image
@@ -428,18 +514,25 @@ def validate_manifest(
     >>> validate_manifest(df, root)["is_query"].tolist()
     [False, False, True, True]
     """
-    df = normalise_manifest(df, name=name)
-    check_splits(df, name=name, need_train=need_train)
+    problems = Problems(name)
+    df = normalise_manifest(df, name=name, problems=problems)
+    if not problems.found:  # the split checks need clean labels and splits
+        with problems.check():
+            check_splits(df, name=name, need_train=need_train)
     if image_check is not None:
         has_bbox = all(c in df.columns for c in BBOX_COLUMNS)
-        boxes = df[list(BBOX_COLUMNS)].to_numpy(dtype=float) if has_bbox else None
-        check_files(
-            df["path"].tolist(),
-            Path(dataset_root),
-            name=name,
-            bboxes=boxes,
-            image_check=image_check,
-        )
+        boxes = None
+        if has_bbox:
+            boxes = df[list(BBOX_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        with problems.check():
+            check_files(
+                df["path"].tolist(),
+                Path(dataset_root),
+                name=name,
+                bboxes=boxes,
+                image_check=image_check,
+            )
+    problems.raise_if_any()
     return df
 
 
