@@ -12,10 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from embedlab.errors import EmbedlabError
+
+
+class OutputWriteError(EmbedlabError):
+    """An output cannot be written (disk full, read-only folder...); the old file is kept."""
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A failing write (disk full, no permission) leaves ``path`` as it was and raises
+    :class:`OutputWriteError` naming it, in one line.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
@@ -25,15 +34,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     'hello'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:  # make the bytes durable before the rename
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise OutputWriteError(
+            f"{path}: cannot write ({reason}); the earlier file is kept"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 

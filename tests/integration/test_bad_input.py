@@ -8,6 +8,9 @@ The stages run in-process through `embedlab.stages.main`, the function behind
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +435,40 @@ def test_every_kind_of_problem_is_reported_at_once(
     assert "[1 row] line 5, column 'label': expected an integer, got 'x'" in line
     assert "[1 row] line 7, column 'split': unknown value 'val'" in line
     assert "[1 row] 1 image file(s) missing under" in line and "line 9: imgs/7.png" in line
+
+
+# 21
+@pytest.fixture
+def small_disk(repo: Path) -> Iterator[Path]:
+    """A 300 KiB tmpfs (root only); skipped where mounting is not allowed."""
+    mount = repo / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_validate_in_one_line_and_keeps_earlier_reports(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_params(train={"max_epochs": 1})
+    assert _stage("train", capsys)[0] == 0
+    # The reports move onto the small disk, then a filler leaves it no room for the images.
+    shutil.copytree("reports", small_disk / "reports")
+    shutil.rmtree("reports")
+    Path("reports").symlink_to(small_disk / "reports")
+    earlier = {p: p.read_bytes() for p in Path("reports").rglob("*") if p.is_file()}
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 8192))
+    line = _fails("validate", capsys, "cannot write", "No space left on device")
+    assert "the earlier file is kept" in line
+    for path, content in earlier.items():
+        assert path.read_bytes() == content, path
+    assert not [p for p in Path("reports").rglob("*.tmp")]  # no half-written file left

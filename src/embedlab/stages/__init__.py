@@ -67,4 +67,18 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     except EmbedlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem none of our checks named
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("EMBEDLAB_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"error: stage {stage} failed: {type(exc).__name__}: {first} "
+            "(a bug: rerun with EMBEDLAB_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
