@@ -13,7 +13,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "registry": {"errors"},
     "registries": {"registry"},
-    "io": set(),
+    "io": {"errors"},
     "config": {"errors", "registry", "registries"},
     "retrieval": {"errors", "io"},
     "metrics": {"errors", "retrieval"},
