@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from embedlab.data.datasets import ImageReadError, load_image
@@ -90,3 +92,43 @@ def test_the_decompression_bomb_of_the_issue_is_caught_at_prepare(tmp_path: Path
     assert (tmp_path / "bomb.png").stat().st_size < 200_000
     with pytest.raises(ManifestError, match=r"bomb.png is 20000x20000"):
         check_files(["bomb.png"], tmp_path, "m.csv")
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16"])
+def test_the_fast_decoder_gives_pils_pixels_or_steps_aside(tmp_path: Path, mode: str) -> None:
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from embedlab.data.datasets import decode_uint8
+
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 255, (9, 7, 3), dtype=np.uint8), "RGB")
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257)
+    else:
+        image = base.convert(mode)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path)
+    fast = decode_uint8(str(path))
+    if mode == "I;16":
+        assert fast is None  # deep images take the scaling PIL path
+        return
+    assert torch.equal(fast, pil_to_tensor(load_image(str(path))))
+
+
+def test_inference_items_are_the_same_through_either_decoder(tmp_path: Path) -> None:
+    from embedlab.data.datasets import DatasetWithLabels, InferenceImages
+    from embedlab.data.transforms import eval_transform
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(
+            tmp_path / f"{i}.png"
+        )
+    df = pd.DataFrame({"label": [0, 1, 2], "path": [f"{i}.png" for i in range(3)]})
+    pre = {"input_size": [3, 8, 8], "mean": [0.5] * 3, "std": [0.25] * 3}
+    view = InferenceImages(DatasetWithLabels(df, tmp_path, eval_transform(pre)))
+    reference = InferenceImages(DatasetWithLabels(df, tmp_path, eval_transform(pre)))
+    assert view._native_size == (8, 8)  # the fast path is taken
+    reference._native_size = None  # force the PIL path
+    for i in range(3):
+        assert torch.equal(view[i]["input_tensors"], reference[i]["input_tensors"])

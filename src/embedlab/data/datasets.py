@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -178,8 +179,6 @@ class DatasetQueryGallery(DatasetWithLabels):
         >>> sorted(DatasetQueryGallery(df, "/data").columns())
         ['categories', 'idx', 'is_gallery', 'is_query', 'labels', 'paths', 'sequence']
         """
-        import torch
-
         # Copies: pandas hands out read-only arrays, which torch will not wrap.
         return {
             keys.LABELS: torch.tensor(self.labels),
@@ -233,11 +232,50 @@ class InferenceImages(Dataset):
     def __init__(self, dataset: DatasetWithLabels) -> None:
         self.dataset = dataset
         self.item_transform, self.batch_transform = split_transform(dataset.transform)
+        steps = getattr(self.item_transform, "transforms", [])
+        size = getattr(steps[0], "size", None) if len(steps) == 2 else None
+        # The standard split (Resize -> PILToTensor): an image already at the model's size
+        # can skip PIL altogether (see :func:`decode_uint8`).
+        self._native_size = tuple(size) if isinstance(size, list | tuple) else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
+        if self._native_size is not None and self.dataset.bbox(idx) is None:
+            tensor = decode_uint8(self.dataset.files[idx])
+            if tensor is not None and tuple(tensor.shape[1:]) == self._native_size:
+                return {keys.IDX: int(idx), keys.INPUT: tensor}
         image = self.dataset.read_image(idx)
         tensor = self.item_transform(image) if self.item_transform is not None else image
         return {keys.IDX: int(idx), keys.INPUT: tensor}
+
+
+_FAST_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def decode_uint8(path: str) -> Any:
+    """A PNG or JPEG file as a ``uint8`` RGB ``[3, H, W]`` tensor, decoded without PIL.
+
+    torchvision's decoders (libpng, libjpeg-turbo) give the very pixels of
+    ``PIL.Image.open(path).convert("RGB")`` for every 8-bit mode (1, L, LA, P, RGB, RGBA,
+    CMYK; ``tests/unit/test_image_modes.py``) at a third of the cost on small images
+    (``tests/benchmarks/bench_embed.py --decoders``). Returns None for anything else (other
+    formats, 16-bit images, unreadable files): the caller then takes the PIL path, which
+    scales deep images and names the bad file.
+
+    >>> import tempfile, pathlib
+    >>> p = str(pathlib.Path(tempfile.mkdtemp()) / "a.png")
+    >>> Image.new("L", (3, 2), 7).save(p)
+    >>> decode_uint8(p).shape, decode_uint8(p).dtype
+    (torch.Size([3, 2, 3]), torch.uint8)
+    """
+    if not path.lower().endswith(_FAST_SUFFIXES):
+        return None
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        tensor = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError):
+        return None
+    return tensor if tensor.dtype == torch.uint8 else None
