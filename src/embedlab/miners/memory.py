@@ -116,9 +116,11 @@ class MemoryBank(nn.Module):
                 f"train.miner.memory_size: {self.memory_size} is smaller than one global "
                 f"batch ({total} items); make it at least {total}"
             )
+        if self.embeddings.dtype != embeddings.dtype:  # follow the model's precision, as PML
+            self.embeddings = self.embeddings.to(embeddings.dtype)
         start = int(self.ptr)
         slots = (torch.arange(total, device=self.ptr.device) + start) % self.memory_size
-        self.embeddings[slots] = all_embeddings.to(self.embeddings)
+        self.embeddings[slots] = all_embeddings
         self.labels[slots] = all_labels.to(self.labels.device)
         if start + total >= self.memory_size:
             self.filled.fill_(True)
