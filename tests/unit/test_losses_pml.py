@@ -43,7 +43,8 @@ def batch(seed: int, dtype: torch.dtype, n: int = 24, n_labels: int = 5) -> tupl
 
 def value_and_grads(loss: torch.Tensor, *leaves: torch.Tensor) -> list[torch.Tensor]:
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [loss.detach(), *(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))]
+    pairs = zip(leaves, grads, strict=True)
+    return [loss.detach(), *(torch.zeros_like(x) if g is None else g for x, g in pairs)]
 
 
 def assert_same(ours: list[torch.Tensor], theirs: list[torch.Tensor], rtol: float) -> None:

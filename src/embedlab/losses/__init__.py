@@ -1,13 +1,13 @@
 """Metric-learning losses: triplet, pair losses, class-weight losses, the memory wrapper.
 
 Each equals its pytorch-metric-learning (or OML, for the triplet loss) counterpart on the
-same batch; ``build_criterion`` makes the one ``params.yaml`` names.
+same batch (:func:`embedlab.stages.train.build_criterion` makes the one ``params.yaml``
+names).
 """
 
 from embedlab.losses.arcface import ArcFaceLoss, SubCenterArcFaceLoss
 from embedlab.losses.contrastive import ContrastiveLoss
 from embedlab.losses.cross_batch_memory import CrossBatchMemory
-from embedlab.losses.factory import build_criterion, class_indices, takes_class_weights
 from embedlab.losses.multi_similarity import MultiSimilarityLoss
 from embedlab.losses.pair_base import PairLoss
 from embedlab.losses.proxy_anchor import ProxyAnchorLoss
@@ -24,7 +24,4 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletLossWithMiner",
-    "build_criterion",
-    "class_indices",
-    "takes_class_weights",
 ]

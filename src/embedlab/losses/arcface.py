@@ -141,7 +141,9 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         sub_centers: int = 3,
     ) -> None:
         if sub_centers < 1:
-            raise EmbedlabError(f"SubCenterArcFaceLoss: sub_centers must be >= 1, got {sub_centers}")
+            raise EmbedlabError(
+                f"SubCenterArcFaceLoss: sub_centers must be >= 1, got {sub_centers}"
+            )
         self.sub_centers = int(sub_centers)
         super().__init__(num_classes, embedding_size, margin=margin, scale=scale)
 

@@ -46,8 +46,11 @@ class ContrastiveLoss(PairLoss):
         >>> loss = criterion(x, torch.tensor([0, 0, 1]))
         >>> round(loss.item(), 4)  # positives at sqrt(2): 1.4142; negatives at 0 cost 1
         2.4142
-        >>> {k: round(v, 4) for k, v in criterion.last_logs.items()}
-        {'pos_dist': 1.4142, 'neg_dist': 0.7071, 'active_pos': 1.0, 'active_neg': 0.5, 'n_pos_pairs': 2.0, 'n_neg_pairs': 4.0}
+        >>> logs = criterion.last_logs
+        >>> round(logs["pos_dist"], 4), round(logs["neg_dist"], 4), logs["active_neg"]
+        (1.4142, 0.7071, 0.5)
+        >>> logs["active_pos"], logs["n_pos_pairs"], logs["n_neg_pairs"]
+        (1.0, 2.0, 4.0)
     """
 
     def __init__(
@@ -82,7 +85,9 @@ class ContrastiveLoss(PairLoss):
                     _mean((neg_loss > 0).to(neg_loss)),
                 ]
             ).tolist()
-        self.last_logs = dict(zip(("pos_dist", "neg_dist", "active_pos", "active_neg"), stats))
+        self.last_logs = dict(
+            zip(("pos_dist", "neg_dist", "active_pos", "active_neg"), stats, strict=True)
+        )
         self.last_logs.update(n_pos_pairs=float(len(a1)), n_neg_pairs=float(len(a2)))
         return avg_non_zero(pos_loss, embeddings) + avg_non_zero(neg_loss, embeddings)
 

@@ -88,7 +88,7 @@ class MultiSimilarityLoss(PairLoss):
                     neg.sum(),
                 ]
             ).tolist()
-        self.last_logs = dict(zip(self.empty_logs(), stats))
+        self.last_logs = dict(zip(self.empty_logs(), stats, strict=True))
         return (pos_loss + neg_loss).mean()
 
     def empty_logs(self) -> dict[str, float]:

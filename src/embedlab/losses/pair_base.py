@@ -62,8 +62,9 @@ def masked_logsumexp(x: Tensor, keep: Tensor, add_one: bool, dim: int) -> Tensor
 def pair_masks(pairs: Pairs, shape: tuple[int, int], like: Tensor) -> tuple[Tensor, Tensor]:
     """0/1 float masks of the positive and negative pairs on an ``[anchors, refs]`` grid."""
     a1, p, a2, n = pairs
-    pos, neg = torch.zeros(shape, dtype=like.dtype, device=like.device), torch.zeros(
-        shape, dtype=like.dtype, device=like.device
+    pos, neg = (
+        torch.zeros(shape, dtype=like.dtype, device=like.device),
+        torch.zeros(shape, dtype=like.dtype, device=like.device),
     )
     pos[a1, p] = 1
     neg[a2, n] = 1

@@ -82,5 +82,7 @@ class ProxyAnchorLoss(nn.Module):
             stats = torch.stack(
                 [cos[pos_mask].mean(), cos[~pos_mask].sum() / n_neg, pos_loss, neg_loss]
             ).tolist()
-        self.last_logs = dict(zip(("pos_sim", "neg_sim", "pos_loss", "neg_loss"), stats))
+        self.last_logs = dict(
+            zip(("pos_sim", "neg_sim", "pos_loss", "neg_loss"), stats, strict=True)
+        )
         return pos_loss + neg_loss

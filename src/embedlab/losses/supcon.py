@@ -71,7 +71,7 @@ class SupConLoss(PairLoss):
                     neg.sum(),
                 ]
             ).tolist()
-        self.last_logs = dict(zip(self.empty_logs(), stats))
+        self.last_logs = dict(zip(self.empty_logs(), stats, strict=True))
         return avg_non_zero(losses, embeddings)
 
     def empty_logs(self) -> dict[str, float]:

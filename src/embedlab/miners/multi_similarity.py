@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
-from embedlab.miners.pairs import Pairs, PairMiner, all_pairs
+from embedlab.miners.pairs import PairMiner, Pairs, all_pairs
 from embedlab.miners.triplets import _check_batch
 from embedlab.retrieval.distance import pairwise_dist
 

@@ -42,7 +42,8 @@ def all_pairs(labels: Tensor, ref_labels: Tensor | None = None) -> Pairs:
 def triplets_to_pairs(triplets: Triplets) -> Pairs:
     """``(a, p, n) -> (a, p, a, n)``: the pairs inside the triplets (PML's ``convert_to_pairs``).
 
-    >>> [t.tolist() for t in triplets_to_pairs((torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))]
+    >>> triplets = torch.tensor([0]), torch.tensor([1]), torch.tensor([2])
+    >>> [t.tolist() for t in triplets_to_pairs(triplets)]
     [[0], [1], [0], [2]]
     """
     anchors, positives, negatives = triplets
@@ -53,7 +54,8 @@ def pairs_to_triplets(pairs: Pairs) -> Triplets:
     """Every ``(a, p, n)`` whose positive and negative pair share the anchor (PML's
     ``convert_to_triplets``).
 
-    >>> a1, p, a2, n = torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([0, 0]), torch.tensor([2, 3])
+    >>> a1, p = torch.tensor([0, 1]), torch.tensor([1, 0])
+    >>> a2, n = torch.tensor([0, 0]), torch.tensor([2, 3])
     >>> [t.tolist() for t in pairs_to_triplets((a1, p, a2, n))]
     [[0, 0], [1, 1], [2, 3]]
     """
