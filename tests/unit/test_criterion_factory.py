@@ -16,11 +16,10 @@ from embedlab.losses import (
     SubCenterArcFaceLoss,
     SupConLoss,
     TripletLossWithMiner,
-    build_criterion,
-    class_indices,
 )
 from embedlab.miners import AllTripletsMiner, HardTripletsMiner, MultiSimilarityMiner
 from embedlab.registries import LOSSES
+from embedlab.stages.train import build_criterion, class_indices
 
 
 def criterion_for(num_classes: int = 5, embedding_size: int = 8, **train: object):

@@ -36,6 +36,13 @@ def test_bank_holds_only_what_was_enqueued_before_it_fills() -> None:
     assert embeddings.shape == (3, 2) and labels.tolist() == [1, 2, 3]
 
 
+def test_non_finite_rows_are_not_enqueued() -> None:
+    bank = MemoryBank(embedding_size=1, memory_size=4)
+    slots = bank.enqueue(torch.tensor([[1.0], [float("nan")], [3.0]]), torch.tensor([1, 2, 3]))
+    assert slots.tolist() == [0, -1, 1]
+    assert bank.items()[1].tolist() == [1, 3] and int(bank.ptr) == 2
+
+
 def test_batch_larger_than_the_bank_is_an_error_naming_the_param() -> None:
     with pytest.raises(EmbedlabError, match=r"train.miner.memory_size: 4 is smaller than one"):
         MemoryBank(embedding_size=2, memory_size=4).enqueue(torch.ones(5, 2), torch.zeros(5))

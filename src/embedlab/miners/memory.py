@@ -101,7 +101,10 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Add this step's batch of every rank; return the slots holding this rank's rows."""
+        """Add this step's batch of every rank; return the slots holding this rank's rows.
+
+        Rows with a non-finite value are left out (their slot is -1).
+        """
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_size:
             raise EmbedlabError(
                 f"memory bank: expected embeddings [batch, {self.embedding_size}], got "
@@ -118,13 +121,18 @@ class MemoryBank(nn.Module):
             )
         if self.embeddings.dtype != embeddings.dtype:  # follow the model's precision, as PML
             self.embeddings = self.embeddings.to(embeddings.dtype)
+        # A diverged row (NaN/inf, e.g. a batch that train.on_nonfinite: skip_batch drops)
+        # would poison the bank for memory_size items: it is not enqueued (slot -1).
+        finite = torch.isfinite(all_embeddings).all(dim=1).to(self.ptr.device)
+        kept = int(finite.sum())
         start = int(self.ptr)
-        slots = (torch.arange(total, device=self.ptr.device) + start) % self.memory_size
-        self.embeddings[slots] = all_embeddings
-        self.labels[slots] = all_labels.to(self.labels.device)
-        if start + total >= self.memory_size:
+        slots = torch.full((total,), -1, dtype=torch.long, device=self.ptr.device)
+        slots[finite] = (torch.arange(kept, device=self.ptr.device) + start) % self.memory_size
+        self.embeddings[slots[finite]] = all_embeddings[finite.to(all_embeddings.device)]
+        self.labels[slots[finite]] = all_labels[finite.to(all_labels.device)].to(self.labels)
+        if start + kept >= self.memory_size:
             self.filled.fill_(True)
-        self.ptr.fill_((start + total) % self.memory_size)
+        self.ptr.fill_((start + kept) % self.memory_size)
         return slots[offset : offset + embeddings.shape[0]].to(embeddings.device)
 
     def items(self) -> tuple[Tensor, Tensor]:

@@ -69,6 +69,7 @@ def drop_self_pairs(pairs: Pairs, slots: Tensor) -> Pairs:
 
     ``slots[i]`` is the reference index that holds batch row ``i`` (PML's
     ``remove_self_comparisons``: negative pairs are kept, a copy never has another label).
+    A slot of -1 (a row not in the bank) drops nothing.
 
     >>> pairs = (torch.tensor([0, 0]), torch.tensor([5, 6]), torch.tensor([0]), torch.tensor([7]))
     >>> [t.tolist() for t in drop_self_pairs(pairs, slots=torch.tensor([5]))]
