@@ -19,7 +19,7 @@ from embedlab.losses import (
 )
 from embedlab.miners import AllTripletsMiner, HardTripletsMiner, MultiSimilarityMiner
 from embedlab.registries import LOSSES
-from embedlab.stages.train import build_criterion, class_indices
+from embedlab.stages.train import build_criterion, build_module, class_indices
 
 
 def criterion_for(num_classes: int = 5, embedding_size: int = 8, **train: object):
@@ -172,3 +172,19 @@ def test_a_criterion_without_weights_keeps_one_group() -> None:
     model = torch.nn.Linear(3, 4)
     module = ExtractorModule(model, SupConLoss(), lambda ps: torch.optim.SGD(ps, lr=0.1))
     assert len(module.configure_optimizers().param_groups) == 1
+
+
+def test_the_train_stage_module_trains_class_weights_at_their_param() -> None:
+    params = parse_params(
+        {
+            "train": {
+                "loss": {"name": "proxy_anchor", "class_weights_lr": 0.03},
+                "optimizer": {"lr": 0.002},
+            }
+        }
+    )
+    criterion = build_criterion(params, num_classes=3, embedding_size=4)
+    module = build_module(params, torch.nn.Linear(3, 4), criterion, 10, None)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert [g["lr"] for g in optimizer.param_groups] == [0.002, 0.03]
+    assert optimizer.param_groups[1]["params"] == [criterion.proxies]

@@ -178,6 +178,7 @@ def build_module(
         scheduler=scheduler,
         inference_transform=inference_transform,
         on_nonfinite=params.train.on_nonfinite,
+        criterion_lr=params.train.loss.class_weights_lr,
     )
 
 
