@@ -22,13 +22,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from embedlab.errors import EmbedlabError
 from embedlab.registries import INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
 from embedlab.registry import Registry
 
 PARAMS_FILE = "params.yaml"
+
+PAIR_LOSSES = ("contrastive", "multi_similarity", "supcon")
+"""Losses on pairs of embeddings: the ones a memory bank can feed."""
 
 
 class ParamsError(EmbedlabError):
@@ -86,20 +96,92 @@ class ModelParams(_Section):
     """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
 
 
-class LossParams(_Section):
-    name: str = "triplet"
-    """A name of :data:`embedlab.registries.LOSSES`."""
+class TripletLossParams(_Section):
     margin: float | None = Field(0.2, ge=0.0)
     """Triplet margin; null means soft margin (softplus)."""
 
+
+class ContrastiveLossParams(_Section):
+    pos_margin: float = Field(0.0, ge=0.0)
+    neg_margin: float = Field(1.0, ge=0.0)
+
+
+class MultiSimilarityLossParams(_Section):
+    alpha: float = Field(2.0, gt=0.0)
+    beta: float = Field(50.0, gt=0.0)
+    base: float = 0.5
+
+
+class SupConLossParams(_Section):
+    temperature: float = Field(0.1, gt=0.0)
+
+
+class ArcFaceLossParams(_Section):
+    margin: float = Field(28.6, ge=0.0, lt=180.0)
+    """Additive angular margin in degrees (PML's unit)."""
+    scale: float = Field(64.0, gt=0.0)
+
+
+class SubCenterArcFaceLossParams(ArcFaceLossParams):
+    sub_centers: int = Field(3, ge=1)
+
+
+class ProxyAnchorLossParams(_Section):
+    margin: float = 0.1
+    alpha: float = Field(32.0, gt=0.0)
+
+
+class LossParams(_Section):
+    """``train.loss``: the loss ``name`` and one section of arguments per loss.
+
+    Every section is always present (with pytorch-metric-learning's defaults), so
+    ``dvc exp run -S train.loss.name=supcon`` switches loss without leaving keys that
+    would not fit it. The section names are the names of :data:`~embedlab.registries.LOSSES`.
+    """
+
+    name: str = "triplet"
+    """A name of :data:`embedlab.registries.LOSSES`."""
+    triplet: TripletLossParams = Field(default_factory=TripletLossParams)
+    contrastive: ContrastiveLossParams = Field(default_factory=ContrastiveLossParams)
+    multi_similarity: MultiSimilarityLossParams = Field(default_factory=MultiSimilarityLossParams)
+    supcon: SupConLossParams = Field(default_factory=SupConLossParams)
+    arcface: ArcFaceLossParams = Field(default_factory=ArcFaceLossParams)
+    subcenter_arcface: SubCenterArcFaceLossParams = Field(
+        default_factory=SubCenterArcFaceLossParams
+    )
+    proxy_anchor: ProxyAnchorLossParams = Field(default_factory=ProxyAnchorLossParams)
+    class_weights_lr: float = Field(0.01, gt=0.0)
+    """Learning rate of the class weights (arcface, subcenter_arcface, proxy_anchor)."""
+
     _name = _registered(LOSSES, "name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_margin(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "margin" in raw:
+            raise ValueError("'margin' moved: the triplet margin is train.loss.triplet.margin")
+        return raw
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the chosen loss (its section).
+
+        >>> LossParams(name="supcon").arguments()
+        {'temperature': 0.1}
+        """
+        return getattr(self, self.name).model_dump()
 
 
 class MinerParams(_Section):
     name: str = "all"
-    """A name of :data:`embedlab.registries.MINERS`."""
+    """A name of :data:`embedlab.registries.MINERS`. With a pair loss, ``all`` means every
+    pair (PML's default); class-weight losses use no miner."""
     max_output_triplets: int = Field(5000, ge=1)
-    """``all`` only: cap on triplets per batch (a random subset above it)."""
+    """``all`` with the triplet loss: cap on triplets per batch (a random subset above it)."""
+    epsilon: float = Field(0.1, ge=0.0)
+    """``multi_similarity`` only: the margin of its pair conditions."""
+    memory_size: int = Field(0, ge=0)
+    """Items of past batches kept as extra references (0: no memory bank). Pair losses only,
+    with the ``all`` or ``multi_similarity`` miner."""
 
     _name = _registered(MINERS, "name")
 
@@ -155,6 +237,20 @@ class TrainParams(_Section):
     """Draw the prediction grids at every validation during training."""
     on_nonfinite: Literal["stop", "skip_batch"] = "stop"
     """A NaN or inf loss: stop the stage with a one-line error, or skip that batch."""
+
+    @model_validator(mode="after")
+    def _memory_needs_a_pair_loss(self) -> TrainParams:
+        if self.miner.memory_size and self.loss.name not in PAIR_LOSSES:
+            raise ValueError(
+                f"train.miner.memory_size: the memory bank works with the pair losses "
+                f"({', '.join(PAIR_LOSSES)}), not {self.loss.name!r}; set it to 0"
+            )
+        if self.miner.memory_size and self.miner.name not in ("all", "multi_similarity"):
+            raise ValueError(
+                f"train.miner.memory_size: the memory bank mines pairs with 'all' or "
+                f"'multi_similarity', not {self.miner.name!r}"
+            )
+        return self
 
 
 # --- validate / embed ----------------------------------------------------------------------

@@ -35,9 +35,17 @@ LOSSES = Registry(
     "params.yaml: train.loss.name",
     {
         "triplet": "embedlab.losses.triplet:TripletLossWithMiner",
+        "contrastive": "embedlab.losses.contrastive:ContrastiveLoss",
+        "multi_similarity": "embedlab.losses.multi_similarity:MultiSimilarityLoss",
+        "supcon": "embedlab.losses.supcon:SupConLoss",
+        "arcface": "embedlab.losses.arcface:ArcFaceLoss",
+        "subcenter_arcface": "embedlab.losses.arcface:SubCenterArcFaceLoss",
+        "proxy_anchor": "embedlab.losses.proxy_anchor:ProxyAnchorLoss",
     },
 )
-"""``train.loss.name``: ``torch.nn.Module`` classes ``(embeddings, labels) -> loss``."""
+"""``train.loss.name``: ``torch.nn.Module`` classes ``(embeddings, labels) -> loss``; each name
+is also the name of its argument section in ``train.loss``. Class-weight losses (attribute
+``takes_class_weights``) also take ``num_classes`` and ``embedding_size``."""
 
 MINERS = Registry(
     "miner",
@@ -45,6 +53,7 @@ MINERS = Registry(
     {
         "all": "embedlab.miners.triplets:AllTripletsMiner",
         "hard": "embedlab.miners.triplets:HardTripletsMiner",
+        "multi_similarity": "embedlab.miners.multi_similarity:MultiSimilarityMiner",
     },
 )
 """``train.miner.name``: :class:`~embedlab.miners.Miner` classes."""

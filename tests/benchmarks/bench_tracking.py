@@ -84,7 +84,7 @@ def train_once(batches: list[dict[str, Any]], hub: TrackerHub, root: Path) -> li
     L.seed_everything(0, verbose=False)
     model = build_model()
     criterion = TripletLossWithMiner(
-        REPO_PARAMS.loss.margin, miner=build_miner(REPO_PARAMS.miner.name), need_logs=True
+        REPO_PARAMS.loss.triplet.margin, miner=build_miner(REPO_PARAMS.miner.name), need_logs=True
     )
     module = ExtractorModule(model, criterion, lambda ps: torch.optim.AdamW(ps, lr=1e-3))
     timer = StepTimer()

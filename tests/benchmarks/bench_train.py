@@ -48,6 +48,7 @@ from embedlab.stages.train import (
     build_module,
     build_optimizer,
     build_train_loader,
+    class_indices,
 )
 from embedlab.tracking import open_trackers
 from embedlab.tracking.lightning_logger import HubLogger
@@ -85,10 +86,16 @@ class Replay(torch.utils.data.Dataset):
         return self.batches[idx]
 
 
+def criterion_of(params: Any, model: torch.nn.Module, batches: list[dict]) -> torch.nn.Module:
+    """The criterion of ``train.loss``, sized on the batches' classes and the model."""
+    _, num_classes = class_indices(torch.cat([b["labels"] for b in batches]).numpy())
+    return build_criterion(params, num_classes, model.feat_dim)
+
+
 def bare_round(
     model: torch.nn.Module, params: Any, batches: list[dict], epochs: int
 ) -> list[float]:
-    criterion = build_criterion(params)
+    criterion = criterion_of(params, model, batches)
     optimizer = build_optimizer(params.train.optimizer, model.parameters())
     model.train()
     times = []
@@ -115,7 +122,9 @@ def pipeline_round(
     fit_params.train.max_epochs = epochs
     fit_params.train.val_every_n_epochs = epochs + 1
     trainer = build_fit_trainer(fit_params, root, logger, callbacks)
-    module = build_module(fit_params, model, build_criterion(params), len(batches) * epochs, None)
+    module = build_module(
+        fit_params, model, criterion_of(params, model, batches), len(batches) * epochs, None
+    )
     loader = torch.utils.data.DataLoader(Replay(batches), batch_size=None, shuffle=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -54,10 +54,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh git + DVC repo holding the tracked files, after `dvc repro` with fast params."""
-    root = tmp_path_factory.mktemp("repo")
+def copy_repo(root: Path, params_override: dict | None = None) -> Path:
+    """A fresh git repo at ``root`` holding the tracked files, with fast params, committed."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO_ROOT,
@@ -72,10 +70,18 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, FAST)))
+    params = _merge(_merge(params, FAST), params_override or {})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], root)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC repo holding the tracked files, after `dvc repro` with fast params."""
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
     _run(["dvc", "repro"], root)
     return root
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from embedlab.config import Params, ParamsError, parse_params
+from embedlab.config import LossParams, Params, ParamsError, parse_params
 from embedlab.errors import EmbedlabError
 from embedlab.registries import ALL, INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
 from embedlab.registry import Registry
@@ -25,15 +26,29 @@ def test_every_source_resolves_to_a_prepare_function(name: str) -> None:
 
 @pytest.mark.parametrize("name", _entries(LOSSES))
 def test_every_loss_builds_and_backpropagates(name: str) -> None:
-    loss = LOSSES.build(name)
+    # Class-weight losses need the classes and the width; the others build bare.
+    takes_classes = getattr(LOSSES.get(name), "takes_class_weights", False)
+    sizes = {"num_classes": 4, "embedding_size": 4} if takes_classes else {}
+    if name == "triplet":
+        sizes["need_logs"] = True  # OML's default is False
+    loss = LOSSES.build(name, **sizes)
     features = torch.randn(8, 4, requires_grad=True)
     value = loss(features, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     value.backward()
-    assert torch.isfinite(value) and features.grad is not None
+    assert torch.isfinite(value) and features.grad is not None and features.grad.any()
+    assert loss.last_logs and all(isinstance(v, float) for v in loss.last_logs.values())
+
+
+@pytest.mark.parametrize("name", _entries(LOSSES))
+def test_every_loss_has_its_params_section(name: str) -> None:
+    assert set(LossParams(name=name).arguments()) <= set(
+        inspect.signature(LOSSES.get(name)).parameters
+    )
 
 
 @pytest.mark.parametrize("name", _entries(MINERS))
 def test_every_miner_builds_and_mines(name: str) -> None:
+    torch.manual_seed(0)
     anchors, positives, negatives = MINERS.build(name).sample(
         torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
     )

@@ -48,6 +48,10 @@ class ExtractorModule(L.LightningModule):
     :func:`~embedlab.data.transforms.split_transform`), and both steps return
     ``{idx, embeddings}`` for :class:`~embedlab.lightning.EmbeddingCollector`. A module
     with no criterion only embeds (the validate and embed stages).
+    A criterion with parameters (the class weights of ArcFace, ProxyAnchor...) is trained
+    by the same optimizer, in a param group of its own at ``criterion_lr`` (default: the
+    optimizer's lr); being part of the module, the weights are in its checkpoints, not in
+    the exported extractor.
 
     >>> from embedlab.losses import TripletLossWithMiner
     >>> model = nn.Linear(4, 2)
@@ -65,6 +69,7 @@ class ExtractorModule(L.LightningModule):
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         inference_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_nonfinite: str = "stop",
+        criterion_lr: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -74,6 +79,7 @@ class ExtractorModule(L.LightningModule):
         self.inference_transform = inference_transform
         self.on_nonfinite = on_nonfinite
         self.skipped_batches = 0
+        self.criterion_lr = criterion_lr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -123,7 +129,15 @@ class ExtractorModule(L.LightningModule):
         if optimizer is None:
             raise RuntimeError("ExtractorModule: training needs an optimizer")
         if not isinstance(optimizer, torch.optim.Optimizer):
-            optimizer = optimizer(self.model.parameters())
+            criterion_params = self.criterion.parameters() if self.criterion is not None else []
+            class_weights = [p for p in criterion_params if p.requires_grad]
+            if class_weights:
+                group: dict[str, Any] = {"params": class_weights}
+                if self.criterion_lr is not None:
+                    group["lr"] = self.criterion_lr
+                optimizer = optimizer([{"params": list(self.model.parameters())}, group])
+            else:
+                optimizer = optimizer(self.model.parameters())
         if self._scheduler is None:
             return optimizer
         return {

@@ -1,5 +1,8 @@
-"""Triplet miners and their registry."""
+"""Miners (triplet and pair) and the memory bank of past embeddings."""
 
+from embedlab.miners.memory import MemoryBank
+from embedlab.miners.multi_similarity import MultiSimilarityMiner
+from embedlab.miners.pairs import PairMiner, Pairs, all_pairs
 from embedlab.miners.triplets import (
     AllTripletsMiner,
     HardTripletsMiner,
@@ -8,4 +11,15 @@ from embedlab.miners.triplets import (
 )
 from embedlab.registries import MINERS
 
-__all__ = ["MINERS", "AllTripletsMiner", "HardTripletsMiner", "Miner", "build_miner"]
+__all__ = [
+    "MINERS",
+    "AllTripletsMiner",
+    "HardTripletsMiner",
+    "MemoryBank",
+    "Miner",
+    "MultiSimilarityMiner",
+    "PairMiner",
+    "Pairs",
+    "all_pairs",
+    "build_miner",
+]

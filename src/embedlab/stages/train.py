@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -37,9 +38,9 @@ from embedlab.lightning import (
 )
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
 from embedlab.lightning.trainer import build_trainer
-from embedlab.miners import build_miner
+from embedlab.losses import CrossBatchMemory
 from embedlab.models import TimmExtractor, save_extractor
-from embedlab.registries import LOSSES, OPTIMIZERS
+from embedlab.registries import LOSSES, MINERS, OPTIMIZERS
 from embedlab.stages.common import (
     CHECKPOINTS_DIR,
     CURVES_DIR,
@@ -71,8 +72,11 @@ def build_train_loader(
 ) -> tuple[DataLoader, BalanceSampler]:
     """Augmented, class-balanced batches of the train split, and their sampler."""
     cfg = params.train
+    # Class indices 0..C-1 for the class-weight losses (a monotonic map: the same batches).
+    rows = manifest.split("train")
+    codes, _ = class_indices(rows["label"])
     train_set = DatasetWithLabels(
-        manifest.split("train"), manifest.dataset_root, train_transform(preprocessing, cfg.augment)
+        rows.assign(label=codes), manifest.dataset_root, train_transform(preprocessing, cfg.augment)
     )
     # The sampler asks torch.distributed for rank and world size when it is iterated.
     sampler = BalanceSampler(
@@ -84,16 +88,64 @@ def build_train_loader(
     return train_loader(train_set, sampler, cfg.num_workers), sampler
 
 
-def build_criterion(params: Params) -> torch.nn.Module:
-    """The loss of ``train.loss`` (with ``train.miner``), logging its statistics."""
-    loss, miner = params.train.loss, params.train.miner
-    miner_kwargs = {"max_output_triplets": miner.max_output_triplets} if miner.name == "all" else {}
-    return LOSSES.build(
-        loss.name,
-        margin=loss.margin,
-        miner=build_miner(miner.name, **miner_kwargs),
-        need_logs=True,
-    )
+def class_indices(labels: Any) -> tuple[np.ndarray, int]:
+    """Labels as class indices ``0 .. C-1`` (order kept), and ``C``.
+
+    Class-weight losses index their weights by label. The map is monotonic, so the
+    batches the sampler draws and every label comparison stay as they were.
+
+    >>> codes, n = class_indices([7, 3, 7, 12])
+    >>> codes.tolist(), n
+    ([1, 0, 1, 2], 3)
+    """
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+    return codes.astype(np.int64).reshape(-1), len(classes)
+
+
+def build_criterion(params: Params, num_classes: int, embedding_size: int) -> torch.nn.Module:
+    """The criterion ``train.loss`` and ``train.miner`` describe, with ``last_logs``.
+
+    - ``triplet``: :class:`~embedlab.losses.TripletLossWithMiner` with the miner.
+    - pair losses (``contrastive``, ``multi_similarity``, ``supcon``): the miner picks the
+      pairs; ``all`` means every pair (PML's default, no miner). With
+      ``train.miner.memory_size > 0`` they are wrapped in
+      :class:`~embedlab.losses.CrossBatchMemory`.
+    - class-weight losses (``arcface``, ``subcenter_arcface``, ``proxy_anchor``): built with
+      ``num_classes`` and ``embedding_size``, no miner; labels must be class indices
+      (:func:`class_indices`).
+
+    >>> from embedlab.config import parse_params
+    >>> params = parse_params({"train": {"loss": {"name": "proxy_anchor"}}})
+    >>> build_criterion(params, num_classes=5, embedding_size=8).proxies.shape
+    torch.Size([5, 8])
+    >>> params = parse_params({"train": {"loss": {"name": "supcon"}, "miner": {"memory_size": 64}}})
+    >>> build_criterion(params, num_classes=5, embedding_size=8).memory
+    MemoryBank(embedding_size=8, memory_size=64)
+    """
+    loss_cfg, miner_cfg = params.train.loss, params.train.miner
+    arguments = loss_cfg.arguments()
+    if getattr(LOSSES.get(loss_cfg.name), "takes_class_weights", False):
+        return LOSSES.build(
+            loss_cfg.name, num_classes=num_classes, embedding_size=embedding_size, **arguments
+        )
+    miner = _build_miner(params, pair_loss=loss_cfg.name != "triplet")
+    if loss_cfg.name == "triplet":
+        return LOSSES.build("triplet", miner=miner, need_logs=True, **arguments)
+    if miner_cfg.memory_size:
+        loss = LOSSES.build(loss_cfg.name, **arguments)
+        return CrossBatchMemory(loss, embedding_size, miner_cfg.memory_size, miner=miner)
+    return LOSSES.build(loss_cfg.name, miner=miner, **arguments)
+
+
+def _build_miner(params: Params, pair_loss: bool) -> Any:
+    cfg = params.train.miner
+    if cfg.name == "all":
+        if pair_loss:
+            return None  # every pair: PML's default
+        return MINERS.build("all", max_output_triplets=cfg.max_output_triplets)
+    if cfg.name == "multi_similarity":
+        return MINERS.build("multi_similarity", epsilon=cfg.epsilon)
+    return MINERS.build(cfg.name)
 
 
 def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimizer:
@@ -126,6 +178,7 @@ def build_module(
         scheduler=scheduler,
         inference_transform=inference_transform,
         on_nonfinite=params.train.on_nonfinite,
+        criterion_lr=params.train.loss.class_weights_lr,
     )
 
 
@@ -196,7 +249,8 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     manifest = load_manifest(root / MANIFEST)
     model = build_model(params)  # first: its random init draws from the seeded stream
     loader, sampler = build_train_loader(params, manifest, model.preprocessing)
-    criterion = build_criterion(params)
+    _, num_classes = class_indices(manifest.split("train")["label"])
+    criterion = build_criterion(params, num_classes, model.feat_dim)
     history: list[dict[str, float]] = []
     val_loader, validation = validation_setup(
         params,
