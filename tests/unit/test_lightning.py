@@ -186,3 +186,14 @@ def test_skip_batch_skips_nonfinite_losses_and_logs_no_nan(tmp_path) -> None:
     losses = [m["train/loss"] for _, m in logger.metrics if "train/loss" in m]
     assert len(set(losses)) == 2 and all(math.isfinite(v) for v in losses)
     assert not torch.equal(model.weight.detach(), before)  # the good batches still trained
+
+
+def test_channels_last_module_gives_the_same_embeddings() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    images = torch.rand(2, 3, 6, 6)
+    expected = conv(images)
+    module = ExtractorModule(conv, channels_last=True)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    out = module.embed_step({"idx": torch.arange(2), "input_tensors": images})["embeddings"]
+    torch.testing.assert_close(out, expected)

@@ -29,6 +29,7 @@ def _worker_options(num_workers: int) -> dict[str, Any]:
     return {
         "num_workers": num_workers,
         "worker_init_fn": worker_threads_init if num_workers > 0 else None,
+        "pin_memory": torch.cuda.is_available(),  # async host-to-device copies on a GPU
     }
 
 

@@ -83,7 +83,8 @@ def embed_dataset(
     loader = inference_loader(images, batch_size, num_workers)
     parts = []
     for batch in tqdm(loader, desc=desc, unit="batch", disable=desc is None, leave=False):
-        embeddings = model(images.batch_transform(batch[keys.INPUT]).to(device))
+        pixels = batch[keys.INPUT].to(device, non_blocking=True)  # pinned on a GPU
+        embeddings = model(images.batch_transform(pixels))
         parts.append({keys.IDX: batch[keys.IDX], keys.EMBEDDINGS: embeddings})
     return assemble(parts, len(dataset), int(getattr(model, "feat_dim", 0)))
 

@@ -69,6 +69,7 @@ class ExtractorModule(L.LightningModule):
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         inference_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_nonfinite: str = "stop",
+        channels_last: bool = False,
         criterion_lr: float | None = None,
     ) -> None:
         super().__init__()
@@ -78,6 +79,9 @@ class ExtractorModule(L.LightningModule):
         self._scheduler = scheduler
         self.inference_transform = inference_transform
         self.on_nonfinite = on_nonfinite
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.skipped_batches = 0
         self.criterion_lr = criterion_lr
 
@@ -87,7 +91,7 @@ class ExtractorModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if self.criterion is None:
             raise RuntimeError("ExtractorModule: training needs a criterion")
-        embeddings = self.model(batch[keys.INPUT])
+        embeddings = self.model(self._layout(batch[keys.INPUT]))
         loss = self.criterion(embeddings, batch[keys.LABELS])
         if not torch.isfinite(loss.detach()):
             # Checked before anything is logged: no NaN reaches a tracker or a report.
@@ -116,7 +120,12 @@ class ExtractorModule(L.LightningModule):
         images = batch[keys.INPUT]
         if self.inference_transform is not None:
             images = self.inference_transform(images)
-        return {keys.IDX: batch[keys.IDX], keys.EMBEDDINGS: self.model(images)}
+        return {keys.IDX: batch[keys.IDX], keys.EMBEDDINGS: self.model(self._layout(images))}
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and images.ndim == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return self.embed_step(batch)

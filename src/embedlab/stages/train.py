@@ -179,6 +179,7 @@ def build_module(
         inference_transform=inference_transform,
         on_nonfinite=params.train.on_nonfinite,
         criterion_lr=params.train.loss.class_weights_lr,
+        channels_last=params.train.channels_last,
     )
 
 
