@@ -10,6 +10,19 @@ are ordered by gallery index ascending. This holds across the top-k boundary too
 several gallery items tied at the k-th distance, the ones with the smallest gallery
 indices are returned. The result is therefore deterministic and independent of
 ``chunk_size``.
+
+When the queries are the gallery (same tensor, same ids and sequence codes) the
+distance matrix is symmetric and `knn` tiles its upper triangle instead: each
+``chunk x chunk`` block is computed once and feeds the top k of its rows *and* of its
+columns, which halves the matrix-product work. There the distance of a pair is computed
+as ``(|a|^2 + |b|^2) - 2 a.b`` (``1 - u_a.u_b`` for cosine), a formula that is
+symmetric in floating point, so both directions of a pair see the same number and exact
+ties (duplicate items) are ordered by index exactly as in the general path. Its values
+may differ from the general path's in the last bits (a different rounding order), so
+the two paths agree on every top-k list up to pairs closer than that rounding. The
+running top k of each row is merged block by block; once a row has k candidates, a
+block entry is looked at only when it is ``<=`` the row's current k-th distance, so
+most of the cost left is the matrix product itself.
 """
 
 from __future__ import annotations
@@ -132,6 +145,7 @@ def knn(
     query_sequence: Tensor | None = None,
     gallery_sequence: Tensor | None = None,
     progress: bool = False,
+    symmetric: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest gallery items of every query, never holding the full distance matrix.
 
@@ -149,8 +163,12 @@ def knn(
         gallery: ``[G, D]`` gallery embeddings.
         k: neighbours per query (may exceed ``G``; the surplus is padding).
         metric: ``"euclidean"`` or ``"cosine"``.
-        chunk_size: query rows per block; ``None`` picks it from a 256 MiB budget.
+        chunk_size: query rows per block (the side of the square tiles on the symmetric
+            path); ``None`` picks it from a 256 MiB budget.
         progress: show a progress bar over the query chunks.
+        symmetric: use the symmetric path (queries are the gallery). ``None`` (default)
+            detects it: ``queries is gallery`` and ids and sequence codes are equal on
+            both sides. ``True`` requires it, ``False`` forces the general path.
         query_ids, gallery_ids: integer ids, ``[Q]`` and ``[G]``, for self-exclusion.
         query_sequence, gallery_sequence: integer sequence codes, ``-1`` for none.
 
@@ -171,6 +189,18 @@ def knn(
         tensor([[ 1,  0, -1]])
     """
     _check_knn_inputs(queries, gallery, k, metric, chunk_size)
+    is_symmetric = _is_symmetric(
+        queries, gallery, query_ids, gallery_ids, query_sequence, gallery_sequence
+    )
+    if symmetric and not is_symmetric:
+        raise EmbedlabError(
+            "knn(symmetric=True): queries must be the gallery tensor, with equal ids and "
+            "sequence codes on both sides"
+        )
+    if is_symmetric and symmetric is not False:
+        return _knn_symmetric(
+            queries, k, metric, chunk_size, query_ids, query_sequence, progress=progress
+        )
     n_queries, n_gallery = queries.shape[0], gallery.shape[0]
     device = queries.device
     out_dist = torch.full((n_queries, k), math.inf, dtype=torch.float32, device=device)
@@ -283,26 +313,20 @@ class _KeyMatcher:
         self.ignore_negative = ignore_negative
         self.sorted_keys, self.order = torch.sort(self.gallery_keys, stable=True)
 
-    def mask_out(self, block: Tensor, start: int, stop: int) -> None:
-        """Set ``block[i - start, j] = inf`` for every matching pair in rows ``start:stop``."""
-        if not self.active:
-            return
+    def count_pairs(self, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Per query row in ``start:stop``: (keys, first match in sorted order, matches)."""
         keys = self.query_keys[start:stop]
         lo = torch.searchsorted(self.sorted_keys, keys, side="left")
         hi = torch.searchsorted(self.sorted_keys, keys, side="right")
         counts = hi - lo
         if self.ignore_negative:
             counts[keys < 0] = 0
+        return keys, lo, counts
+
+    def pairs(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """``(rows - start, gallery columns)`` of every matching pair in rows ``start:stop``."""
+        keys, lo, counts = self.count_pairs(start, stop)
         n_pairs = int(counts.sum())
-        if n_pairs == 0:
-            return
-        if n_pairs > block.numel() // 4:
-            # Huge groups: a dense comparison is cheaper than materialising the pairs.
-            dense = keys.unsqueeze(1) == self.gallery_keys.unsqueeze(0)
-            if self.ignore_negative:
-                dense &= (keys >= 0).unsqueeze(1)
-            block.masked_fill_(dense.to(block.device), math.inf)
-            return
         device = keys.device
         rows = torch.repeat_interleave(torch.arange(keys.shape[0], device=device), counts)
         run_starts = torch.repeat_interleave(lo, counts)
@@ -310,8 +334,73 @@ class _KeyMatcher:
         offsets = torch.arange(n_pairs, device=device) - torch.repeat_interleave(
             first_of_row, counts
         )
-        cols = self.order[run_starts + offsets]
+        return rows, self.order[run_starts + offsets]
+
+    def dense(self, start: int, stop: int, cols: slice = slice(None)) -> Tensor:
+        """``[stop - start, n_cols]`` bool: the matching pairs as a dense mask."""
+        keys = self.query_keys[start:stop]
+        match = keys.unsqueeze(1) == self.gallery_keys[cols].unsqueeze(0)
+        if self.ignore_negative:
+            match &= (keys >= 0).unsqueeze(1)
+        return match
+
+    def mask_out(self, block: Tensor, start: int, stop: int) -> None:
+        """Set ``block[i - start, j] = inf`` for every matching pair in rows ``start:stop``."""
+        if not self.active:
+            return
+        n_pairs = int(self.count_pairs(start, stop)[2].sum())
+        if n_pairs == 0:
+            return
+        if n_pairs > block.numel() // 4:
+            # Huge groups: a dense comparison is cheaper than materialising the pairs.
+            block.masked_fill_(self.dense(start, stop).to(block.device), math.inf)
+            return
+        rows, cols = self.pairs(start, stop)
         block[rows.to(block.device), cols.to(block.device)] = math.inf
+
+
+def _is_symmetric(
+    queries: Tensor,
+    gallery: Tensor,
+    query_ids: Tensor | None,
+    gallery_ids: Tensor | None,
+    query_sequence: Tensor | None,
+    gallery_sequence: Tensor | None,
+) -> bool:
+    """Whether the kNN problem is symmetric: the same items on both sides."""
+
+    def same(a: Tensor | None, b: Tensor | None) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        return a is b or (a.shape == b.shape and bool(torch.equal(a, b.to(a.device))))
+
+    return (
+        queries is gallery
+        and same(query_ids, gallery_ids)
+        and same(query_sequence, gallery_sequence)
+    )
+
+
+def _knn_symmetric(
+    items: Tensor,
+    k: int,
+    metric: str,
+    chunk_size: int | None,
+    ids: Tensor | None,
+    sequence: Tensor | None,
+    *,
+    progress: bool,
+) -> tuple[Tensor, Tensor]:
+    from embedlab.retrieval.symmetric import knn_symmetric
+
+    exclusions = []
+    n_items = items.shape[0]
+    for keys, name, ignore_negative in ((ids, "query_ids", False), (sequence, "sequence", True)):
+        if keys is not None:
+            exclusions.append(
+                _KeyMatcher(keys, keys, name, n_items, n_items, ignore_negative=ignore_negative)
+            )
+    return knn_symmetric(items, k, metric, chunk_size, exclusions, progress=progress)
 
 
 def _topk_stable(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
