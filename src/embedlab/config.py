@@ -274,6 +274,15 @@ class ValidateParams(_Section):
     precision_top_k: list[int] = Field(default_factory=lambda: [5])
     map_top_k: list[int] = Field(default_factory=lambda: [5])
     pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
+    r_metrics: bool = False
+    """Also report ``map@R`` and ``r_precision`` (R = relevant gallery items of a query)."""
+    fnmr_fmr: list[float] = Field(default_factory=list)
+    """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,
+    two extra passes over all query x gallery distances."""
+    postprocess: Literal["none", "aqe"] = "none"
+    """Re-ranking reported beside the plain metrics (``aqe/cmc@1``, ...)."""
+    aqe_k: int = Field(2, ge=0)
+    """``aqe``: nearest gallery items averaged into each query."""
     images: ImagesParams = Field(default_factory=ImagesParams)
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
@@ -282,6 +291,13 @@ class ValidateParams(_Section):
         if any(k < 1 for k in ks):
             raise ValueError(f"every k must be >= 1, got {ks}")
         return ks
+
+    @field_validator("fnmr_fmr")
+    @classmethod
+    def _rates(cls, rates: list[float]) -> list[float]:
+        if any(not 0.0 <= f <= 1.0 for f in rates):
+            raise ValueError(f"every false match rate must be in [0, 1], got {rates}")
+        return rates
 
     @field_validator("pcf_variance")
     @classmethod

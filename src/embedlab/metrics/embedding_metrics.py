@@ -23,6 +23,7 @@ from embedlab.metrics.functions import (
     RETRIEVAL_METRICS,
     _check_top_k,
     calc_pcf,
+    calc_r_metrics,
     calc_retrieval_metrics,
     count_relevant,
     factorize,
@@ -30,6 +31,8 @@ from embedlab.metrics.functions import (
     reduce_metrics,
     reject_nonfinite,
 )
+from embedlab.metrics.rerank import POSTPROCESSORS, expand_queries
+from embedlab.metrics.verification import calc_fnmr_at_fmr_chunked
 from embedlab.retrieval.distance import METRICS, knn
 
 __all__ = ["EmbeddingMetrics"]
@@ -97,6 +100,10 @@ class EmbeddingMetrics:
         distance: str = "euclidean",
         chunk_size: int | None = None,
         verbose: bool = False,
+        r_metrics: bool = False,
+        fnmr_fmr: Sequence[float] = (),
+        postprocess: str = "none",
+        aqe_k: int = 2,
     ) -> None:
         _check_top_k(cmc_top_k, "cmc_top_k")
         _check_top_k(precision_top_k, "precision_top_k")
@@ -109,6 +116,16 @@ class EmbeddingMetrics:
             raise EmbedlabError(f"distance must be one of {METRICS}, got {distance!r}")
         if chunk_size is not None and chunk_size < 1:
             raise EmbedlabError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+        if not all(0.0 <= f <= 1.0 for f in fnmr_fmr):
+            raise EmbedlabError(f"fnmr_fmr must hold numbers in [0, 1], got {tuple(fnmr_fmr)}")
+        if postprocess not in POSTPROCESSORS:
+            raise EmbedlabError(f"postprocess must be one of {POSTPROCESSORS}, got {postprocess!r}")
+        if aqe_k < 0:
+            raise EmbedlabError(f"aqe_k must be >= 0, got {aqe_k}")
+        self.r_metrics = r_metrics
+        self.fnmr_fmr = tuple(float(f) for f in fnmr_fmr)
+        self.postprocess = postprocess
+        self.aqe_k = aqe_k
         self.embeddings_key = embeddings_key
         self.labels_key = labels_key
         self.is_query_key = is_query_key
@@ -286,30 +303,35 @@ class EmbeddingMetrics:
         query_labels, gallery_labels = self.labels[query_pos], self.labels[gallery_pos]
         query_seq, gallery_seq = self.sequence_codes[query_pos], self.sequence_codes[gallery_pos]
 
+        self.n_relevant = count_relevant(
+            query_labels, gallery_labels, query_pos, gallery_pos, query_seq, gallery_seq
+        )
+        self.valid_queries = self.n_relevant > 0
+        width = max(self.top_k, 1)
+        if self.r_metrics and self.n_relevant.numel():
+            # The R-metrics need each query's top R: keep max(R, k) in the chunked kNN.
+            width = max(width, int(self.n_relevant.max()))
+        queries = _rows(self.embeddings, query_pos)
+        gallery = _rows(self.embeddings, gallery_pos)
+        search = {
+            "metric": self.distance,
+            "chunk_size": self.chunk_size,
+            "query_ids": query_pos,
+            "gallery_ids": gallery_pos,
+            "query_sequence": query_seq,
+            "gallery_sequence": gallery_seq,
+            "progress": self.verbose,
+        }
         with self._phase("knn"):
-            distances, local = knn(
-                _rows(self.embeddings, query_pos),
-                _rows(self.embeddings, gallery_pos),
-                max(self.top_k, 1),
-                metric=self.distance,  # type: ignore[arg-type]
-                chunk_size=self.chunk_size,
-                query_ids=query_pos,
-                gallery_ids=gallery_pos,
-                query_sequence=query_seq,
-                gallery_sequence=gallery_seq,
-                progress=self.verbose,
-            )
+            distances, local = knn(queries, gallery, width, **search)  # type: ignore[arg-type]
         found = local >= 0
         safe_local = local.clamp(min=0)
-        self.knn_distances = distances
-        self.knn_indices = torch.where(found, gallery_pos[safe_local], -1)
-        self.relevance = found & (gallery_labels[safe_local] == query_labels.unsqueeze(1))
+        self.knn_distances = distances[:, : max(self.top_k, 1)]
+        self.knn_indices = torch.where(found, gallery_pos[safe_local], -1)[:, : max(self.top_k, 1)]
+        relevance = found & (gallery_labels[safe_local] == query_labels.unsqueeze(1))
+        self.relevance = relevance[:, : max(self.top_k, 1)]
 
         with self._phase("metrics"):
-            self.n_relevant = count_relevant(
-                query_labels, gallery_labels, query_pos, gallery_pos, query_seq, gallery_seq
-            )
-            self.valid_queries = self.n_relevant > 0
             n_invalid = int((~self.valid_queries).sum())
             if n_invalid:
                 warnings.warn(
@@ -317,13 +339,22 @@ class EmbeddingMetrics:
                     "they are left out of the metrics",
                     stacklevel=2,
                 )
-            unreduced = calc_retrieval_metrics(
-                self.relevance,
-                self.n_relevant,
-                self.cmc_top_k,
-                self.precision_top_k,
-                self.map_top_k,
-            )
+            unreduced = self._score(relevance)
+        if self.postprocess == "aqe":
+            with self._phase("aqe"):
+                expanded = expand_queries(queries, gallery, local, min(self.aqe_k, width))
+                _, local_aqe = knn(expanded, gallery, width, **search)  # type: ignore[arg-type]
+                found_aqe = local_aqe >= 0
+                labels_aqe = gallery_labels[local_aqe.clamp(min=0)]
+                relevance_aqe = found_aqe & (labels_aqe == query_labels.unsqueeze(1))
+                for name, values in self._score(relevance_aqe).items():
+                    unreduced[f"aqe/{name}"] = values
+        if self.fnmr_fmr:
+            with self._phase("fnmr@fmr"):
+                fnmr = calc_fnmr_at_fmr_chunked(
+                    queries, gallery, query_labels, gallery_labels, self.fnmr_fmr, **search
+                )
+        with self._phase("metrics"):
             query_categories = (
                 None
                 if self.categories is None
@@ -341,18 +372,39 @@ class EmbeddingMetrics:
             group_pcf = pcf.get(group, {})
             self.metrics[group] = {
                 **{name: counts.get(name, {}) for name in RETRIEVAL_METRICS},
+                **{
+                    name: counts[name]
+                    for name in unreduced
+                    if name not in RETRIEVAL_METRICS and name in counts
+                },
                 "pcf": group_pcf,
                 "n_queries": counts["n_queries"],
                 "n_queries_no_relevant": counts["n_queries_no_relevant"],
             }
             per_query = grouped.get(group, {})
+            if group == OVERALL and self.fnmr_fmr:
+                self.metrics[group]["fnmr@fmr"] = fnmr
             self.metrics_unreduced[group] = {
                 **{name: per_query.get(name, {}) for name in RETRIEVAL_METRICS},
+                **{
+                    name: per_query[name]
+                    for name in unreduced
+                    if name not in RETRIEVAL_METRICS and name in per_query
+                },
                 "pcf": dict(group_pcf),
                 "n_queries": counts["n_queries"],
                 "n_queries_no_relevant": counts["n_queries_no_relevant"],
             }
         return self.metrics
+
+    def _score(self, relevance: Tensor) -> dict:
+        """Per-query metrics of one ranking (``[Q, width]`` relevance, nearest first)."""
+        unreduced: dict = calc_retrieval_metrics(
+            relevance, self.n_relevant, self.cmc_top_k, self.precision_top_k, self.map_top_k
+        )
+        if self.r_metrics:
+            unreduced.update(calc_r_metrics(relevance, self.n_relevant))
+        return unreduced
 
     def _pcf_by_group(self) -> dict[str, dict[float, float]]:
         """PCF over all embeddings and over each category's items (queries and gallery)."""

@@ -29,6 +29,7 @@ __all__ = [
     "calc_map",
     "calc_pcf",
     "calc_precision",
+    "calc_r_metrics",
     "calc_retrieval_metrics",
     "count_relevant",
     "factorize",
@@ -39,8 +40,11 @@ __all__ = [
 OVERALL = "OVERALL"
 RETRIEVAL_METRICS = ("cmc", "precision", "map")
 
-#: ``{"cmc": {k: Tensor[Q]}, "precision": {...}, "map": {...}}``
-UnreducedMetrics = dict[str, dict[int, Tensor]]
+R_METRICS = ("map@R", "r_precision")
+
+#: ``{"cmc": {k: Tensor[Q]}, ..., "map@R": Tensor[Q]}``: per-k metrics, or one value per
+#: query for the scalar ones (``map@R``, ``r_precision``).
+UnreducedMetrics = dict[str, "dict[int, Tensor] | Tensor"]
 
 
 def _check_top_k(top_k: Sequence[int], name: str) -> None:
@@ -120,6 +124,40 @@ def calc_map(is_relevant: Tensor, top_k: Sequence[int]) -> dict[int, Tensor]:
     positions = torch.arange(1, relevant.shape[1] + 1, dtype=torch.float32)
     precision_sum = torch.cumsum(relevant * hits / positions, dim=1)
     return {k: _column(precision_sum, k) / _column(hits, k).clamp(min=1) for k in top_k}
+
+
+def calc_r_metrics(is_relevant: Tensor, n_relevant: Tensor) -> dict[str, Tensor]:
+    """MAP@R and R-precision per query (Musgrave et al. 2020), R = ``n_relevant``.
+
+    .. math::
+        \\mathrm{R\\text{-}precision} = \\frac{1}{R}\\sum_{i=1}^{R} \\mathrm{rel}_i, \\qquad
+        \\mathrm{MAP@R} = \\frac{1}{R}\\sum_{i=1}^{R} \\mathrm{rel}_i\\,\\frac{n_i}{i}
+
+    (the same as pytorch-metric-learning's ``r_precision`` and
+    ``mean_average_precision_at_r``). ``is_relevant`` must be at least ``max(R)`` wide;
+    ``R = 0`` gives 0. Computed in float64, as PML does.
+
+    Example:
+        >>> rel = torch.tensor([[True, False, True, False], [False, True, False, False]])
+        >>> m = calc_r_metrics(rel, torch.tensor([3, 1]))
+        >>> m["r_precision"].tolist(), m["map@R"].tolist()  # (1 + 2/3) / 3, and 0
+        ([0.6666666666666666, 0.0], [0.5555555555555555, 0.0])
+    """
+    width = is_relevant.shape[1]
+    if n_relevant.numel() and int(n_relevant.max()) > width:
+        raise EmbedlabError(
+            f"calc_r_metrics: is_relevant has {width} columns, fewer than the largest "
+            f"R ({int(n_relevant.max())})"
+        )
+    positions = torch.arange(1, width + 1, dtype=torch.float64)
+    within_r = positions.unsqueeze(0) <= n_relevant.to(torch.float64).unsqueeze(1)
+    relevant = (is_relevant & within_r).to(torch.float64)
+    hits = torch.cumsum(relevant, dim=1)
+    r = n_relevant.to(torch.float64).clamp(min=1)
+    return {
+        "map@R": (relevant * hits / positions).sum(dim=1) / r,
+        "r_precision": relevant.sum(dim=1) / r,
+    }
 
 
 def calc_retrieval_metrics(
@@ -372,10 +410,11 @@ def reduce_metrics(
     n_invalid = torch.bincount(groups[~valid_mask], minlength=n_groups)
     n_invalid[0] = int((~valid_mask).sum())
 
-    means: dict[str, dict[int, Tensor]] = {}
+    means: dict[str, dict] = {}
+    scalars = {name for name, per_k in unreduced.items() if isinstance(per_k, Tensor)}
     for name, per_k in unreduced.items():
         means[name] = {}
-        for k, values in per_k.items():
+        for k, values in per_k.items() if isinstance(per_k, dict) else [(None, per_k)]:
             valid_values = values[valid_mask].to(torch.float64)
             sums = torch.bincount(valid_groups, weights=valid_values, minlength=n_groups)
             sums[0] = valid_values.sum()
@@ -387,7 +426,10 @@ def reduce_metrics(
         report: dict = {
             name: ({k: float(v[group]) for k, v in per_k.items()} if has_valid else {})
             for name, per_k in means.items()
+            if name not in scalars
         }
+        if has_valid:  # a scalar metric of a group without valid queries is left out
+            report.update({name: float(means[name][None][group]) for name in scalars})
         report["n_queries"] = int(n_valid[group])
         report["n_queries_no_relevant"] = int(n_invalid[group])
         out[label] = report
@@ -419,6 +461,13 @@ def group_unreduced_metrics(
     out: dict[str, UnreducedMetrics] = {OVERALL: {}}
     out.update({name: {} for name in names})
     for metric, per_k in unreduced.items():
+        if isinstance(per_k, Tensor):  # a scalar metric: one value per query, no k
+            valid_values = per_k[valid_mask]
+            out[OVERALL][metric] = valid_values
+            pieces = torch.split(valid_values[order], sizes)
+            for name, piece in zip(names, pieces[1:], strict=True):
+                out[name][metric] = piece
+            continue
         for label in out:
             out[label][metric] = {}
         for k, values in per_k.items():

@@ -33,6 +33,10 @@ def build_metric(
         map_top_k=tuple(cfg.map_top_k),
         pcf_variance=tuple(cfg.pcf_variance),
         distance=cfg.distance,
+        r_metrics=cfg.r_metrics,
+        fnmr_fmr=tuple(cfg.fnmr_fmr),
+        postprocess=cfg.postprocess,
+        aqe_k=cfg.aqe_k,
         verbose=verbose,
     )
 
