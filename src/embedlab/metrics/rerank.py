@@ -31,6 +31,7 @@ def expand_queries(queries: Tensor, gallery: Tensor, neighbours: Tensor, n: int)
         n: neighbours averaged in (``<= K``).
 
     Example:
+        >>> import torch
         >>> q = torch.tensor([[1.0, 0.0]])
         >>> g = torch.tensor([[0.0, 1.0], [5.0, 5.0]])
         >>> expand_queries(q, g, torch.tensor([[0, 1]]), n=1)
