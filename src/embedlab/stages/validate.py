@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from embedlab.compare.topk import TOPK_FILE, topk_table
 from embedlab.config import Params
@@ -51,6 +52,8 @@ def per_query_table(metric: Any, dataset: DatasetQueryGallery) -> pd.DataFrame:
         if isinstance(per_k, dict) and name != "pcf":
             for k, values in per_k.items():
                 table[f"{name}@{k}"] = values.numpy()
+        elif isinstance(per_k, torch.Tensor):  # scalar per-query metrics: map@R, r_precision
+            table[name] = per_k.numpy()
     return table
 
 
