@@ -279,10 +279,18 @@ class ValidateParams(_Section):
     fnmr_fmr: list[float] = Field(default_factory=list)
     """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,
     two extra passes over all query x gallery distances."""
-    postprocess: Literal["none", "aqe"] = "none"
-    """Re-ranking reported beside the plain metrics (``aqe/cmc@1``, ...)."""
+    postprocess: Literal["none", "aqe", "k_reciprocal"] = "none"
+    """Re-ranking reported beside the plain metrics (``aqe/cmc@1``, ``k_reciprocal/cmc@1``)."""
     aqe_k: int = Field(2, ge=0)
     """``aqe``: nearest gallery items averaged into each query."""
+    k1: int = Field(20, ge=1)
+    """``k_reciprocal``: size of the k-reciprocal neighbourhoods."""
+    k2: int = Field(6, ge=1)
+    """``k_reciprocal``: neighbours averaged in the local query expansion."""
+    lambda_value: float = Field(0.3, ge=0.0, le=1.0)
+    """``k_reciprocal``: weight of the original distance against the Jaccard distance."""
+    rerank_top_k: int = Field(100, ge=1)
+    """``k_reciprocal``: kNN candidates of each query that are re-ranked."""
     images: ImagesParams = Field(default_factory=ImagesParams)
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")

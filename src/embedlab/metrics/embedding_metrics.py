@@ -31,7 +31,7 @@ from embedlab.metrics.functions import (
     reduce_metrics,
     reject_nonfinite,
 )
-from embedlab.metrics.rerank import POSTPROCESSORS, expand_queries
+from embedlab.metrics.rerank import POSTPROCESSORS, expand_queries, k_reciprocal_distances
 from embedlab.metrics.verification import calc_fnmr_at_fmr_chunked
 from embedlab.retrieval.distance import METRICS, knn
 
@@ -104,6 +104,10 @@ class EmbeddingMetrics:
         fnmr_fmr: Sequence[float] = (),
         postprocess: str = "none",
         aqe_k: int = 2,
+        k1: int = 20,
+        k2: int = 6,
+        lambda_value: float = 0.3,
+        rerank_top_k: int = 100,
     ) -> None:
         _check_top_k(cmc_top_k, "cmc_top_k")
         _check_top_k(precision_top_k, "precision_top_k")
@@ -126,6 +130,13 @@ class EmbeddingMetrics:
         self.fnmr_fmr = tuple(float(f) for f in fnmr_fmr)
         self.postprocess = postprocess
         self.aqe_k = aqe_k
+        if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0 or rerank_top_k < 1:
+            raise EmbedlabError(
+                f"k_reciprocal needs k1, k2, rerank_top_k >= 1 and lambda_value in [0, 1], got "
+                f"k1={k1}, k2={k2}, lambda_value={lambda_value}, rerank_top_k={rerank_top_k}"
+            )
+        self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
+        self.rerank_top_k = rerank_top_k
         self.embeddings_key = embeddings_key
         self.labels_key = labels_key
         self.is_query_key = is_query_key
@@ -311,6 +322,9 @@ class EmbeddingMetrics:
         if self.r_metrics and self.n_relevant.numel():
             # The R-metrics need each query's top R: keep max(R, k) in the chunked kNN.
             width = max(width, int(self.n_relevant.max()))
+        search_width = width
+        if self.postprocess == "k_reciprocal":  # re-ranks the top rerank_top_k candidates
+            search_width = max(width, self.rerank_top_k)
         queries = _rows(self.embeddings, query_pos)
         gallery = _rows(self.embeddings, gallery_pos)
         search = {
@@ -323,7 +337,7 @@ class EmbeddingMetrics:
             "progress": self.verbose,
         }
         with self._phase("knn"):
-            distances, local = knn(queries, gallery, width, **search)  # type: ignore[arg-type]
+            distances, local = knn(queries, gallery, search_width, **search)  # type: ignore[arg-type]
         found = local >= 0
         safe_local = local.clamp(min=0)
         self.knn_distances = distances[:, : max(self.top_k, 1)]
@@ -349,6 +363,11 @@ class EmbeddingMetrics:
                 relevance_aqe = found_aqe & (labels_aqe == query_labels.unsqueeze(1))
                 for name, values in self._score(relevance_aqe).items():
                     unreduced[f"aqe/{name}"] = values
+        if self.postprocess == "k_reciprocal":
+            with self._phase("k_reciprocal"):
+                relevance_kr = self._k_reciprocal(local, query_labels, gallery_labels)
+                for name, values in self._score(relevance_kr).items():
+                    unreduced[f"k_reciprocal/{name}"] = values
         if self.fnmr_fmr:
             with self._phase("fnmr@fmr"):
                 fnmr = calc_fnmr_at_fmr_chunked(
@@ -396,6 +415,30 @@ class EmbeddingMetrics:
                 "n_queries_no_relevant": counts["n_queries_no_relevant"],
             }
         return self.metrics
+
+    def _k_reciprocal(self, local: Tensor, query_labels: Tensor, gallery_labels: Tensor) -> Tensor:
+        """Relevance of each query's kNN candidates re-ordered by k-reciprocal distance."""
+        items = torch.unique(torch.cat([self.query_positions, self.gallery_positions]))
+        number = torch.full((self.embeddings.shape[0],), -1, dtype=torch.int64)
+        number[items] = torch.arange(items.numel())
+        found = local >= 0
+        candidates = torch.where(found, number[self.gallery_positions][local.clamp(min=0)], -1)
+        final = k_reciprocal_distances(
+            _rows(self.embeddings, items),
+            number[self.query_positions],
+            candidates,
+            k1=self.k1,
+            k2=self.k2,
+            lambda_value=self.lambda_value,
+            metric=self.distance,
+            chunk_size=self.chunk_size,
+        )
+        # Ties by gallery index, as everywhere: sort by index, then stably by distance.
+        by_index = torch.sort(torch.where(found, local, local.shape[1] + local.max() + 1), dim=1)
+        order = torch.gather(final, 1, by_index.indices).sort(dim=1, stable=True).indices
+        reranked = torch.gather(local, 1, torch.gather(by_index.indices, 1, order))
+        labels = gallery_labels[reranked.clamp(min=0)]
+        return (reranked >= 0) & (labels == query_labels.unsqueeze(1))
 
     def _score(self, relevance: Tensor) -> dict:
         """Per-query metrics of one ranking (``[Q, width]`` relevance, nearest first)."""

@@ -37,6 +37,10 @@ def build_metric(
         fnmr_fmr=tuple(cfg.fnmr_fmr),
         postprocess=cfg.postprocess,
         aqe_k=cfg.aqe_k,
+        k1=cfg.k1,
+        k2=cfg.k2,
+        lambda_value=cfg.lambda_value,
+        rerank_top_k=cfg.rerank_top_k,
         verbose=verbose,
     )
 
