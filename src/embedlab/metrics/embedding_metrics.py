@@ -49,7 +49,14 @@ class EmbeddingMetrics:
     admissible gallery items are found by exact chunked kNN (K = the largest top-k
     asked for); the query itself and items of its sequence are never admissible.
     Queries with no relevant admissible gallery item are left out of the averages,
-    counted in ``n_queries_no_relevant`` and reported with a warning.
+    counted in ``n_queries_no_relevant`` and reported with a warning. When every item is
+    query and gallery the kNN takes its symmetric path (each distance block once).
+
+    Options: ``r_metrics`` adds the scalars ``map@R`` and ``r_precision`` (the kNN then
+    keeps the top ``max(R, K)`` of each query); ``fnmr_fmr`` adds ``OVERALL["fnmr@fmr"]``
+    (exact, over all admissible pairs, see `embedlab.metrics.verification`);
+    ``postprocess="aqe"`` / ``"k_reciprocal"`` re-rank and report every metric again
+    under ``"aqe/<metric>"`` / ``"k_reciprocal/<metric>"`` (``OVERALL["aqe/cmc"][1]``).
 
     After `compute_metrics` the instance exposes, for pictures and per-query reports
     (positions are rows of the accumulated, de-duplicated data, sorted by
