@@ -159,3 +159,15 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     path = ExactIndex(np.eye(2)).save(tmp_path / "g.npy")
     with pytest.raises(EmbedlabError, match=r"g.npy.json: holds a 'exact' index, not 'faiss'"):
         FaissIndex.load(path)
+
+
+def test_faiss_index_still_searches_after_faiss_torch_utils_is_imported() -> None:
+    pytest.importorskip("faiss")
+    import faiss.contrib.torch_utils  # noqa: F401  (patches faiss.Index.search globally)
+
+    from embedlab.retrieval.index import FaissIndex
+
+    index = FaissIndex(np.arange(4, dtype=np.float32)[:, None], metric="euclidean")
+    queries = np.array([[0.9], [2.6]], dtype=np.float32)
+    assert index.search(queries, 1)[1][:, 0].tolist() == [1, 3]
+    assert index.search(queries, 1, allowed=[0, 2])[1][:, 0].tolist() == [0, 2]

@@ -258,7 +258,11 @@ class FaissIndex:
             ivf = faiss.try_extract_index_ivf(self.index)
             if ivf is not None:
                 params = faiss.SearchParametersIVF(sel=params.sel, nprobe=self.nprobe)
-        raw, positions = self.index.search(q, k, params=params)
+        # faiss.contrib.torch_utils (imported by some libraries, pytorch-metric-learning
+        # among them) replaces `search` with a wrapper that takes no `params`; the numpy
+        # original stays as `search_numpy`.
+        search = getattr(self.index, "search_numpy", self.index.search)
+        raw, positions = search(q, k, params=params)
         missing = positions < 0
         if self.metric == "euclidean":
             dist = np.sqrt(np.maximum(raw, 0))
