@@ -1,4 +1,4 @@
-"""The ``embedlab`` command line: ``embedlab search``, ``embedlab export``, ``embedlab compare``.
+"""The ``embedlab`` command line: ``search``, ``export``, ``compare``, ``sync``.
 
 Each subcommand is one entry of :data:`COMMANDS`: a function that declares its arguments
 and one that runs it. User errors (:class:`embedlab.errors.EmbedlabError`) print one
@@ -238,6 +238,50 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- sync
+def _sync_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status", action="store_true", help="only list what is pending, per backend and run"
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="tracker settings (params.yaml)"
+    )
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    """Send what the stages left in ``logs/spool``; exit 1 while something stays unsent."""
+    from embedlab.tracking.spool import SPOOL_DIR
+    from embedlab.tracking.sync import pending_entries, sync_spool
+
+    root = Path(".")
+    entries = pending_entries(root)
+    if not entries:
+        sys.stdout.write(f"nothing to sync: no unsent tracker records in {SPOOL_DIR}/\n")
+        return 0
+    if args.status:
+        sys.stdout.write("backend      run                               pending  kinds\n")
+        for entry in entries:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(entry.kinds.items()))
+            run = entry.run_id or f"(not created yet: {entry.folder.name})"
+            busy = "  [in use by a running stage]" if entry.busy else ""
+            sys.stdout.write(f"{entry.backend:<12} {run:<33} {entry.pending:>7}  {kinds}{busy}\n")
+        return 0
+    from embedlab.config import Params, load_params
+
+    params = load_params(args.params) if args.params.is_file() else Params()
+    left = 0
+    for result in sync_spool(params, root):
+        run = result.run_id or result.folder.name
+        line = f"{result.backend} run {run}: sent {result.sent} records"
+        if result.rejected:
+            line += f", {result.rejected} refused (see {result.folder}/rejected.jsonl)"
+        if result.left:
+            line += f"; {result.left} still pending ({result.error})"
+        sys.stdout.write(line + "\n")
+        left += result.left
+    return 1 if left else 0
+
+
 COMMANDS: dict[str, Command] = {
     "search": Command("search the embeddings with images", _search_arguments, _run_search),
     "export": Command(
@@ -247,6 +291,11 @@ COMMANDS: dict[str, Command] = {
         "compare runs query by query (intervals, fixed/broken queries, HTML page)",
         _compare_arguments,
         _run_compare,
+    ),
+    "sync": Command(
+        "send tracker records the stages left unsent (logs/spool) into their runs",
+        _sync_arguments,
+        _run_sync,
     ),
 }
 """Subcommands by name; a new one is one more entry."""
@@ -263,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedlab",
         description="Search embeddings, export extractors (docs/search.md), compare runs "
-        "(docs/compare-runs.md).",
+        "(docs/compare-runs.md), sync trackers (docs/trackers.md).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():

@@ -366,6 +366,15 @@ class DvcliveParams(_Section):
     """Each stage writes ``<dir>/<stage>/`` (a stage owns its outputs in DVC)."""
 
 
+class SpoolParams(_Section):
+    max_mb: float = Field(1024.0, gt=0.0)
+    """Unsent records kept per backend and run (``logs/spool/``); past it new ones are dropped."""
+    finish_timeout: float = Field(5.0, gt=0.0)
+    """Seconds a stage waits at its end for a backend that makes no progress (a dead server)."""
+    max_backoff: float = Field(30.0, gt=0.0)
+    """Longest pause between two retries of a failing backend."""
+
+
 class TrackingParams(_Section):
     loggers: list[str] = Field(default_factory=lambda: ["tensorboard"])
     """Names of :data:`embedlab.registries.TRACKERS`; several at once is normal."""
@@ -376,6 +385,7 @@ class TrackingParams(_Section):
     wandb: WandbParams = Field(default_factory=WandbParams)
     neptune: NeptuneParams = Field(default_factory=NeptuneParams)
     dvclive: DvcliveParams = Field(default_factory=DvcliveParams)
+    spool: SpoolParams = Field(default_factory=SpoolParams)
 
     _loggers = _registered(TRACKERS, "loggers")
 

@@ -1,12 +1,15 @@
 """The MLflow backend against a real ``mlflow server`` on 127.0.0.1 (own sqlite + artifacts).
 
 1. train + validate log one run; it is read back over the server's REST API.
-2. the server is killed during training: one warning naming mlflow within 30 s, and both
-   stages still complete with their local outputs.
+2. the server is killed after the first epoch and restarted on the same port OUTAGE_S
+   later: one warning naming mlflow within 30 s, both stages complete, and once they (and
+   ``embedlab sync``) are done the run holds every step once and every validation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import socket
 import subprocess
@@ -22,12 +25,14 @@ from typing import Any
 
 import pytest
 
+from embedlab.cli import main as cli_main
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.train import run_train
 from embedlab.stages.validate import run_validate
 from embedlab.tracking import read_run_ids
 from embedlab.tracking.mlflow import mlflow_name
 from embedlab.tracking.names import metric_names
+from embedlab.tracking.spool import spool_entries
 from tests.conftest import fast_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -40,11 +45,20 @@ def free_port() -> int:
 
 
 class Server:
+    """``mlflow server`` in its own process group; ``stop`` kills it, ``start`` brings it
+    back on the same port with the same database and artifacts."""
+
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
         mlflow = Path(sys.executable).with_name("mlflow")
-        self.log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        folder = self.folder
+        log = open(folder / "server.log", "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
             [
                 str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -52,22 +66,27 @@ class Server:
                 "--artifacts-destination", str(folder / "artifacts"),
                 "--workers", "1",
             ],
-            stdout=self.log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+        log.close()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited: {(folder / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
+            if self.healthy():
+                return
+            time.sleep(0.5)
         self.stop()
         raise RuntimeError("mlflow server did not come up within 120 s")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
 
     def get(self, endpoint: str, **query: str) -> Any:
         url = f"{self.url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
@@ -78,10 +97,9 @@ class Server:
         import os
         import signal
 
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)  # the whole server group: gunicorn/uvicorn
             self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture
@@ -129,47 +147,85 @@ def test_train_and_validate_log_one_run_on_a_server(server: Server, workdir: Pat
     assert sum(f["path"].endswith(".png") for f in images) == 6  # 2 grids x 3 validations
 
 
-def test_server_killed_mid_run_warns_and_stages_complete(server: Server, workdir: Path) -> None:
-    params = _params(server.url)
+OUTAGE_S = 25.0
+"""How long the server stays down (the process is really gone)."""
+
+
+def test_server_down_after_the_first_epoch_loses_nothing(server: Server, workdir: Path) -> None:
+    params = fast_params(
+        train__max_epochs=4,
+        train__val_every_n_epochs=1,
+        tracking__loggers=["mlflow", "csv"],
+        tracking__mlflow={"tracking_uri": server.url, "request_timeout": 5, "max_retries": 1},
+    )
     run_prepare(params, workdir)
     events: list[tuple[float, str]] = []
-    killed: list[float] = []
+    outage: dict[str, float] = {}
 
-    def kill_when_the_run_exists() -> None:
-        deadline = time.monotonic() + 120
-        while not (workdir / "reports" / "run.json").is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2.0)  # a few training steps in
-        killed.append(time.monotonic())
+    def outage_after_the_first_epoch() -> None:
+        checkpoint = workdir / "models" / "checkpoints" / "last.ckpt"  # written each epoch
+        deadline = time.monotonic() + 300
+        while not checkpoint.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        outage["down"] = time.monotonic()
         server.stop()
+        assert not server.healthy()
+        time.sleep(OUTAGE_S)
+        outage["down_for"] = time.monotonic() - outage["down"]
+        server.start()
+        outage["up"] = time.monotonic()
 
     def record(message: Any, *args: Any, **kwargs: Any) -> None:
         events.append((time.monotonic(), str(message)))
 
-    killer = threading.Thread(target=kill_when_the_run_exists, daemon=True)
+    killer = threading.Thread(target=outage_after_the_first_epoch, daemon=True)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = record
         killer.start()
-        train_started = time.monotonic()
+        started = time.monotonic()
         report = run_train(params, workdir)
-        train_s = time.monotonic() - train_started
-        killer.join(timeout=10)
+        outage["train_end"] = time.monotonic()
+        killer.join(timeout=OUTAGE_S + 150)
+        assert "up" in outage, "the server was not restarted"
         metrics = run_validate(params, workdir)
-    assert killed, "the server was never stopped"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main(["sync"]) == 0, out.getvalue()
+
+    timeline = {k: round(v - started, 1) for k, v in outage.items() if k != "down_for"}
+    print(f"outage timeline (s after train began): {timeline}")  # shown when a check fails
+    assert outage["down_for"] >= OUTAGE_S
     failures = [(t, m) for t, m in events if "tracker 'mlflow' failed" in m]
-    assert failures, f"no warning about mlflow; got {[m for _, m in events]}"
-    assert failures[0][0] - killed[0] < 30.0
-    assert "skipping it for the rest of this stage" in failures[0][1]
-    assert len([m for _, m in failures if "during start" not in m]) == 1  # once in train
-    assert any("during start" in m for _, m in failures)  # validate: the server is gone
-    assert train_s < 180
-    # everything local is there, and the other tracker kept logging
-    for out in ("models/extractor.safetensors", "reports/train.json", "reports/metrics.json"):
-        assert (workdir / out).is_file(), out
-    assert report["global_step"] > 0 and metrics["OVERALL"]["n_queries"] > 0
-    run_json = json.loads((workdir / "reports" / "run.json").read_text())
-    assert "mlflow" in run_json["failed"]
-    assert "mlflow" in run_json["run_ids"]  # kept: the next stage resumes, not a second run
-    csv_rows = next((workdir / "logs" / "csv").glob("*/metrics.csv")).read_text()
-    assert "val/OVERALL/cmc@1" in csv_rows
+    assert len(failures) == 1, [m for _, m in events]  # once, not once per call
+    assert failures[0][0] - outage["down"] < 30.0
+    assert "retrying in the background" in failures[0][1]
+    run_id = read_run_ids(workdir)["mlflow"]
+    run = server.get("runs/get", run_id=run_id)["run"]
+    assert run["info"]["status"] == "FINISHED"
+    steps = report["global_step"]
+    history = server.get("metrics/get-history", run_id=run_id, metric_key="train/loss")
+    assert sorted(m["step"] for m in history["metrics"]) == list(range(steps))  # each once
+    # every validation the local CSV log saw (before training, each epoch, the validate stage)
+    csv_rows = next((workdir / "logs" / "csv").glob("*/metrics.csv")).read_text().splitlines()
+    validations = sorted(int(r.split(",")[0]) for r in csv_rows if ",val/OVERALL/cmc@1," in r)
+    assert len(validations) == report["epochs"] + 2
+    for name in metric_names(metrics):
+        key = mlflow_name(name)
+        logged = server.get("metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        assert sorted(m["step"] for m in logged) == validations, name
+    final = metric_names(metrics)["val/OVERALL/cmc@1"]
+    latest = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert latest[mlflow_name("val/OVERALL/cmc@1")] == pytest.approx(final)
+    images = [
+        f["path"] for f in server.get("artifacts/list", run_id=run_id, path="images")["files"]
+    ]
+    for key in ("val~predictions", "val~worst_queries"):
+        pictures = [p for p in images if key in p and p.endswith(".png")]
+        assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in pictures) == validations
+    files = server.get("artifacts/list", run_id=run_id, path="extractor")["files"]
+    assert {f["path"] for f in files} == {
+        "extractor/extractor.safetensors",
+        "extractor/extractor.json",
+    }
+    assert not any(e.pending for e in spool_entries(workdir))  # nothing left behind

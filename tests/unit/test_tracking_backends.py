@@ -13,6 +13,7 @@ from embedlab.config import Params
 from embedlab.tracking import TRACKERS, backend_class, open_trackers, run_info
 from embedlab.tracking.base import RunInfo, TrackerHub, call_with_timeout
 from embedlab.tracking.secrets import redact
+from embedlab.tracking.spool import pending_records
 
 
 def _closed_port() -> int:
@@ -63,6 +64,9 @@ def test_dead_mlflow_server_is_one_warning_within_30_s(workdir: Path) -> None:
         hub.finish()
     assert hub.run_ids == {"csv": hub.run_ids["csv"]}
     assert "127.0.0.1" in hub.failed["mlflow"]
+    assert "retrying in the background" in str(caught[0].message)
+    (journal,) = (workdir / "logs" / "spool" / "mlflow").iterdir()  # kept for `embedlab sync`
+    assert journal.name.startswith("local-") and len(pending_records(journal)) == 1
 
 
 def test_missing_client_is_a_start_failure(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,7 +44,6 @@ def compare_metrics(report: dict[str, Any]) -> dict[str, float]:
 def _open_hub(params: Any, root: Path, run_ids: dict[str, str]) -> Any:
     """Reopen exactly the runs in ``run_ids`` (no new run for a backend without one)."""
     from embedlab.tracking import open_trackers, read_run_ids
-    from embedlab.tracking.base import TrackerHub
 
     names = [n for n in dict.fromkeys(params.tracking.loggers) if n in run_ids]
     if not names:
@@ -55,11 +54,7 @@ def _open_hub(params: Any, root: Path, run_ids: dict[str, str]) -> Any:
         return open_trackers(params, root, stage="compare", resume=True)
     # A git revision or experiment: its run.json is in git, not in root/reports, and the
     # tracker stores are the repository's.
-    from embedlab.tracking import build_tracker, run_info
-
-    hub = TrackerHub([build_tracker(n, params, root) for n in names], background=True)
-    hub.start(run_info(params, root, "compare"), run_ids)
-    return hub
+    return open_trackers(params, root, stage="compare", run_ids=run_ids)
 
 
 def log_to_trackers(run_b: Run, report: dict[str, Any], out_dir: Path, step: int = 0) -> bool:

@@ -1,7 +1,9 @@
-"""The pluggable tracker layer: one interface, one module per backend.
+"""The pluggable tracker layer: one interface, one module per backend, a durable spool.
 
 ``open_trackers(params, root, stage)`` builds the backends named in
-``tracking.loggers`` and starts (or resumes, from ``reports/run.json``) their runs.
+``tracking.loggers`` and starts (or resumes, from ``reports/run.json``) their runs; every
+call is journaled under ``logs/spool/`` before it is sent (see :mod:`.spool`), and
+``embedlab sync`` (:mod:`.sync`) sends what a stage left unsent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from embedlab.io import read_json, write_json
 from embedlab.registries import TRACKERS
 from embedlab.tracking.base import RunInfo, Tracker, TrackerError, TrackerHub
+from embedlab.tracking.channel import SpoolSettings
 from embedlab.tracking.secrets import redact, redact_mapping
+from embedlab.tracking.spool import SPOOL_DIR
 
 if TYPE_CHECKING:
     from embedlab.config import Params
@@ -102,15 +106,42 @@ def open_trackers(
 
     Runs named in ``run_ids`` are reopened (a resumed training); with ``resume``
     (validate, embed), those listed in ``reports/run.json`` are, so one experiment stays
-    one run. Backends with no recorded id start a new run.
+    one run, and what an earlier stage left unsent is sent into them first. Backends with
+    no recorded id start a new run.
     """
     names = dict.fromkeys(params.tracking.loggers)  # keep order, drop repeats
-    trackers = [build_tracker(n, params, root) for n in names]
-    hub = TrackerHub(trackers, strict=params.tracking.strict, background=True)
+    hub = spooled_hub([build_tracker(n, params, root) for n in names], params, root)
     if run_ids is None:
         run_ids = read_run_ids(root) if resume else {}
     hub.start(run_info(params, root, stage), run_ids)
     return hub
+
+
+def spooled_hub(trackers: list[Tracker], params: Params, root: Path) -> TrackerHub:
+    """A hub journaling into ``<root>/logs/spool`` with the ``tracking`` settings (not started).
+
+    >>> from embedlab.config import Params
+    >>> spooled_hub([], Params(), Path("/repo")).spool_dir.as_posix()
+    '/repo/logs/spool'
+    """
+    return TrackerHub(
+        trackers,
+        strict=params.tracking.strict,
+        spool_dir=root / SPOOL_DIR,
+        settings=spool_settings(params),
+        max_bytes=params.tracking.spool.max_mb * 2**20,
+    )
+
+
+def spool_settings(params: Params) -> SpoolSettings:
+    """Retry and finish settings from ``tracking.spool``.
+
+    >>> from embedlab.config import Params
+    >>> spool_settings(Params()).finish_timeout
+    5.0
+    """
+    cfg = params.tracking.spool
+    return SpoolSettings(finish_timeout=cfg.finish_timeout, max_backoff=cfg.max_backoff)
 
 
 def read_run_ids(root: Path) -> dict[str, str]:
@@ -140,5 +171,7 @@ __all__ = [
     "TrackerHub",
     "open_trackers",
     "read_run_ids",
+    "spool_settings",
+    "spooled_hub",
     "write_run_ids",
 ]

@@ -1,23 +1,30 @@
-"""The tracker interface and the fan-out hub that keeps a failing backend from stopping work.
+"""The tracker interface and the hub that journals every call and fans it out.
 
 One experiment is one tracker run across stages: ``train`` starts the runs and writes
-their ids to ``reports/run.json``; ``validate`` and ``embed`` resume them by id.
+their ids to ``reports/run.json``; ``validate`` and ``embed`` resume them by id. Every
+call goes to each backend's journal in the spool first (:mod:`embedlab.tracking.spool`),
+then to the backend on that backend's worker thread (:mod:`embedlab.tracking.channel`):
+a backend that fails is retried with backoff, never stops the stage, and what it has not
+acknowledged when the stage ends is replayed by the next stage or ``embedlab sync``.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import time
+import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedlab.errors import EmbedlabError
+from embedlab.tracking.channel import Callbacks, Channel, SpoolSettings
 from embedlab.tracking.secrets import redact
+from embedlab.tracking.spool import Journal, Record, SpoolBusy, png_bytes, spool_key
+from embedlab.tracking.timeout import call_with_timeout
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -31,38 +38,6 @@ class TrackerError(EmbedlabError):
     """A tracker failed and ``tracking.strict`` is on."""
 
 
-def call_with_timeout(fn: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Return ``fn()``, or raise :class:`TimeoutError` if it takes longer than ``seconds``.
-
-    Clients that retry for minutes against a dead server (opening a run, the final flush)
-    run on a daemon thread, so a stuck call is abandoned rather than waited for.
-
-    >>> call_with_timeout(lambda: 42, 1.0, "answer")
-    42
-    >>> import time
-    >>> call_with_timeout(lambda: time.sleep(1), 0.05, "nap")
-    Traceback (most recent call last):
-    ...
-    TimeoutError: nap did not finish within 0.05 s
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"embedlab-{what}", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"{what} did not finish within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 @dataclass
 class RunInfo:
     """What every backend needs to open (or reopen) a run."""
@@ -74,16 +49,26 @@ class RunInfo:
     run_id: str | None = None
     """Set when resuming a run started by an earlier stage."""
     stage: str = "train"
+    replay: bool = False
+    """Opened by ``embedlab sync`` to send spooled records (DVCLive adds to its folder)."""
 
 
 class Tracker(ABC):
-    """One experiment-tracking backend.
+    """One experiment-tracking backend: it sends; the hub journals, retries and replays.
 
-    Implementations import their client lazily (inside ``start``) and must be safe to
-    call after a failure: the hub stops calling a tracker once it has raised.
+    Implementations import their client lazily (inside ``start``). Each ``log_*`` method
+    sends one record and raises if the backend did not take it; it is then called again
+    with the same record later (so it must not half-apply a record it raised on, where
+    that is avoidable). ``start`` may be called again after it raised.
     """
 
     name: str = "base"
+    batch_records: int = 1
+    """Records the worker lets gather before sending (1: send each at once)."""
+    batch_seconds: float = 0.0
+    """...or the age of the oldest unsent record at which it sends anyway."""
+    max_batch: int = 1
+    """Metric records per :meth:`log_metric_steps` call."""
 
     def __init__(self, params: Params, root: Path) -> None:
         self.params = params
@@ -97,6 +82,24 @@ class Tracker(ABC):
     @abstractmethod
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log scalars at a step."""
+
+    def log_metric_steps(
+        self, points: Sequence[tuple[Mapping[str, float], int, int | None]]
+    ) -> None:
+        """Several steps at once: ``(metrics, step, unix time in ms or None)``.
+
+        Backends that send in batches override this (and raise ``max_batch``).
+        """
+        for metrics, step, _ in points:
+            self.log_metrics(metrics, step)
+
+    def permanent(self, error: BaseException) -> bool:
+        """True if retrying can never make the backend take the record (a bad value).
+
+        Such a record is set aside in ``rejected.jsonl`` with a warning; anything else
+        (network, server, locks) is retried.
+        """
+        return isinstance(error, TypeError | ValueError | KeyError | AttributeError)
 
     @abstractmethod
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
@@ -114,14 +117,16 @@ class Tracker(ABC):
 
 
 class TrackerHub:
-    """Fan every call out to several trackers; a failing tracker is warned about and skipped.
+    """Journal every call for each backend, then send it from that backend's worker thread.
 
-    With ``background=True`` every call after ``start`` is queued and run, in order, on one
-    worker thread, so a training step only pays for putting a dict on a queue; ``flush``
-    (called by ``finish``) waits until the queue is empty. Strict hubs stay synchronous so
-    a failure can stop the stage.
+    A training step pays for a JSON line per backend (written, flushed to the OS, fsync'd
+    in batches); the send happens in the background. A failing backend is warned about
+    once per outage and retried with backoff; ``finish`` waits for a backend only while it
+    makes progress (``finish_timeout``), and what is unsent stays in the spool. With
+    ``spool_dir=None`` the journals live in memory (nothing survives the process). Strict
+    hubs send inline and turn the first failure into :class:`TrackerError`.
 
-    >>> hub = TrackerHub([], background=True)
+    >>> hub = TrackerHub([])
     >>> hub.log_metrics({"train/loss": 1.0}, step=0)
     >>> hub.finish()
     >>> hub.run_ids
@@ -129,96 +134,228 @@ class TrackerHub:
     """
 
     def __init__(
-        self, trackers: list[Tracker], strict: bool = False, background: bool = False
+        self,
+        trackers: list[Tracker],
+        strict: bool = False,
+        spool_dir: Path | None = None,
+        settings: SpoolSettings | None = None,
+        max_bytes: float = float("inf"),
     ) -> None:
         self.trackers = list(trackers)
         self.strict = strict
-        self.background = background and not strict
+        self.spool_dir = spool_dir
+        self.settings = settings or SpoolSettings()
+        self.max_bytes = max_bytes
         self.failed: dict[str, str] = {}
-        self._queue: queue.Queue[tuple[str, Callable[[Tracker], Any]]] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        """Backends down right now (name -> cause); a backend that comes back leaves it."""
+        self.channels: list[Channel] = []
+        self._callbacks = Callbacks(self._on_failed, self._on_recovered, self._on_rejected)
+        self._warned_rejected: set[str] = set()
 
-    def _submit(self, what: str, fn: Callable[[Tracker], Any]) -> None:
-        if not self.background:
-            self._call(what, fn)
-            return
-        if self._worker is None:
-            self._worker = threading.Thread(
-                target=self._drain, name="embedlab-trackers", daemon=True
-            )
-            self._worker.start()
-        self._queue.put((what, fn))
+    # -- opening ------------------------------------------------------------------------------
+    def start(self, run: RunInfo, run_ids: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Open each backend's run (resuming ``run_ids``) and journal; return the live ids.
 
-    def _drain(self) -> None:
-        while True:
-            what, fn = self._queue.get()
+        Opening is tried once here (bounded by each backend's own timeout); a backend that
+        fails keeps being tried in the background, with its records spooled meanwhile.
+        Records an earlier stage left unsent in the same journal are sent first.
+        """
+        run_ids = dict(run_ids or {})
+        for tracker in self.trackers:
+            info = replace(run, run_id=run_ids.get(tracker.name))
+            started: str | None = None
+            error: Exception | None = None
             try:
-                self._call(what, fn)
-            except Exception:  # _call already isolates trackers; never let the worker die
-                log.exception("tracker worker: %s failed", what)
-            finally:
-                self._queue.task_done()
+                started = tracker.start(info)
+            except Exception as exc:
+                error = exc
+            if error is not None and self.strict:
+                self._raise(tracker.name, "start", error)
+            journal = self._journal(tracker.name, started or info.run_id, info)
+            channel = Channel(tracker, journal, info, self.settings, self._callbacks)
+            self.channels.append(channel)
+            if started is not None:
+                channel._started(started)
+            else:
+                assert error is not None
+                channel.dead = isinstance(error, ImportError) or tracker.permanent(error)
+                channel._note_failure(error)
+                self._on_failed(channel, "start", error, stacklevel=3)
+            if channel.dead:
+                continue
+            if self.strict:
+                channel.drain()  # an earlier stage's records, before this stage's
+            else:
+                channel.spawn()
+        return self.run_ids
 
-    def flush(self) -> None:
-        """Wait until every queued call has reached the trackers."""
-        if self._worker is not None:
-            self._queue.join()
+    def _journal(self, backend: str, run_id: str | None, run: RunInfo) -> Journal:
+        meta = {
+            "backend": backend,
+            "run_id": run_id,
+            "run": {
+                "run_name": run.run_name,
+                "params": run.params,
+                "tags": run.tags,
+                "stage": run.stage,
+            },
+        }
+        if self.spool_dir is None:
+            return Journal(None, backend, meta=meta)
+        if run_id:
+            key = spool_key(run_id)
+        else:  # the run does not exist yet (server down at start): a local name until it does
+            key = f"local-{spool_key(run.run_name)}-{uuid.uuid4().hex[:6]}"
+        folder = self.spool_dir / backend / key
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                return Journal.open(folder, backend, self.max_bytes, meta)
+            except SpoolBusy:  # `embedlab sync` is sending it: wait a little, then our own
+                if time.monotonic() > deadline:
+                    log.warning("spool %s is in use; this stage journals beside it", folder)
+                    folder = folder.with_name(f"{folder.name}~{uuid.uuid4().hex[:6]}")
+                time.sleep(0.1)
 
+    # -- what a backend's worker reports -------------------------------------------------------
+    def _on_failed(
+        self, channel: Channel, what: str, exc: BaseException, stacklevel: int = 2
+    ) -> None:
+        cause = channel.failing or type(exc).__name__
+        self.failed[channel.name] = cause
+        if channel.dead:
+            tail = "; skipping it for the rest of this stage (local reports are still written)"
+        else:
+            where = channel.journal.folder or "memory"
+            tail = (
+                f"; retrying in the background, unsent records are kept in {where} (the next "
+                "stage or `embedlab sync` sends them; local reports are still written)"
+            )
+        warnings.warn(
+            f"tracker '{channel.name}' failed during {what} ({cause}){tail}",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+    def _on_recovered(self, channel: Channel, down_s: float) -> None:
+        self.failed.pop(channel.name, None)
+        log.info(
+            "tracker '%s' answers again after %.0f s; sending its %d spooled records",
+            channel.name,
+            down_s,
+            channel.journal.pending_count,
+        )
+
+    def _on_rejected(self, channel: Channel, record: Record, cause: str) -> None:
+        if channel.name in self._warned_rejected:
+            return
+        self._warned_rejected.add(channel.name)
+        warnings.warn(
+            f"tracker '{channel.name}' refused a {record.kind} record ({cause}); it is kept in "
+            f"{channel.journal.folder or 'memory'}/rejected.jsonl and not retried",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def _raise(self, name: str, what: str, exc: BaseException) -> None:
+        cause = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300])
+        raise TrackerError(
+            f"tracker '{name}' failed during {what} ({cause}); tracking.strict is true"
+        ) from exc
+
+    # -- state ----------------------------------------------------------------------------------
     @property
     def active(self) -> list[Tracker]:
-        return [t for t in self.trackers if t.name not in self.failed]
+        """Backends still being fed (all but those that can never work)."""
+        return [c.tracker for c in self.channels if not c.dead]
 
     @property
     def run_ids(self) -> dict[str, str]:
-        return {t.name: t.run_id for t in self.active if t.run_id is not None}
+        """Ids of the runs that exist (a backend down mid-run keeps its id)."""
+        return {c.name: c.tracker.run_id for c in self.channels if c.tracker.run_id is not None}
 
-    def _call(self, what: str, fn: Callable[[Tracker], Any]) -> None:
-        for tracker in self.active:
-            try:
-                fn(tracker)
-            except Exception as exc:  # a tracker must never stop the work
-                self._fail(tracker, what, exc)
+    @property
+    def pending(self) -> dict[str, int]:
+        """Records not yet acknowledged, per backend."""
+        return {c.name: c.journal.pending_count for c in self.channels if not c.dead}
 
-    def _fail(self, tracker: Tracker, what: str, exc: BaseException) -> None:
-        cause = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300])
-        message = f"tracker '{tracker.name}' failed during {what} ({cause})"
-        if self.strict:
-            raise TrackerError(message + "; tracking.strict is true") from exc
-        self.failed[tracker.name] = cause
-        warnings.warn(
-            message + "; skipping it for the rest of this stage (local reports are still written)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        try:
-            tracker.finish()
-        except Exception:  # best effort: the backend is already broken
-            log.debug("closing failed tracker %s raised", tracker.name, exc_info=True)
-
-    def start(self, run: RunInfo, run_ids: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Start every tracker (resuming the ids in ``run_ids``); return the live run ids."""
-        run_ids = dict(run_ids or {})
-
-        def start_one(tracker: Tracker) -> None:
-            info = RunInfo(**{**run.__dict__, "run_id": run_ids.get(tracker.name)})
-            tracker.run_id = tracker.start(info)
-
-        self._call("start", start_one)
-        return self.run_ids
+    # -- logging --------------------------------------------------------------------------------
+    def _submit(self, kind: str, body: dict[str, Any], image: Image.Image | None = None) -> None:
+        png = None
+        if image is not None and self.spool_dir is not None and self.channels:
+            png = png_bytes(image)  # once, for every backend's journal
+        for channel in self.channels:
+            if channel.dead:
+                continue
+            channel.journal.append(kind, body, image=image, png=png)
+            if self.strict:
+                try:
+                    channel.drain()
+                except Exception as exc:
+                    self._raise(channel.name, _what(kind), exc)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
-        self._submit("log_metrics", lambda t: t.log_metrics(clean, step))
+        body = {"step": int(step), "ts": int(time.time() * 1000), "metrics": clean}
+        self._submit("metrics", body)
 
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
-        self._submit("log_image", lambda t: t.log_image(key, image, step))
+        self._submit("image", {"key": key, "step": int(step)}, image=image)
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        self._submit("log_summary", lambda t: t.log_summary(metrics))
+        self._submit("summary", {"metrics": {k: float(v) for k, v in metrics.items()}})
 
     def log_artifact(self, path: Path) -> None:
-        self._submit("log_artifact", lambda t: t.log_artifact(path))
+        """A file by path (with its size and time: a replay skips a file changed since)."""
+        path = Path(path).resolve()
+        stat = path.stat()
+        body = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        self._submit("artifact", body)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` s) until every answering backend acknowledged all."""
+        wait = self.settings.finish_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        for channel in self.channels:
+            with channel.journal.changed:
+                channel.flushing = True  # do not wait for a batch to fill up
+                channel.journal.changed.notify_all()
+        try:
+            while time.monotonic() < deadline:
+                if not any(
+                    c.journal.pending_count and c.failing is None and not c.dead
+                    for c in self.channels
+                ):
+                    return
+                time.sleep(0.02)
+        finally:
+            for channel in self.channels:
+                channel.flushing = False
 
     def finish(self) -> None:
-        self._submit("finish", lambda t: t.finish())
-        self.flush()
+        """Send what is pending, close every run; leave what a dead backend did not take.
+
+        Waits for a backend only while it makes progress: a dead one costs at most one
+        more try, a hung one ``finish_timeout`` seconds.
+        """
+        for channel in self.channels:
+            channel.begin_close()
+        for channel in self.channels:
+            channel.wait_closed()
+        for channel in self.channels:
+            left = channel.journal.pending_count
+            if left and not channel.dead:
+                log.warning(
+                    "tracker '%s': %d records not sent yet stay in %s; the next stage of this "
+                    "experiment or `embedlab sync` sends them",
+                    channel.name,
+                    left,
+                    channel.journal.folder or "memory (lost at exit)",
+                )
+
+
+def _what(kind: str) -> str:
+    return {"metrics": "log_metrics", "image": "log_image"}.get(kind, f"log_{kind}")
+
+
+__all__ = ["RunInfo", "Tracker", "TrackerError", "TrackerHub", "call_with_timeout"]

@@ -39,10 +39,11 @@ class DvcliveTracker(Tracker):
         from dvclive import Live
 
         folder = stage_dir(self.root, self.params.tracking.dvclive.dir, run.stage)
-        # resume=False starts the stage's folder afresh, as `dvc repro` does with outputs
+        # resume=False starts the stage's folder afresh, as `dvc repro` does with outputs;
+        # `embedlab sync` (run.replay) adds to it instead.
         self.live = Live(
             dir=str(folder),
-            resume=False,
+            resume=run.replay,
             report=None,
             save_dvc_exp=False,
             dvcyaml=False,

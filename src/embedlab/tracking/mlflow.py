@@ -4,18 +4,22 @@ The tracking URI comes from ``tracking.mlflow.tracking_uri``, else ``MLFLOW_TRAC
 else ``sqlite:///<repo root>/mlflow.db`` (MLflow 3's own default store, made absolute so a
 stage run from anywhere finds the same database). The same code talks to a remote
 ``mlflow server``; its HTTP timeout and retries are bounded so a dead server costs
-seconds, not minutes. Step metrics are buffered and sent with ``log_batch`` on a
-background thread so that a slow server never slows a training step.
+seconds, not minutes. The hub's worker sends step metrics in ``log_batch`` requests of
+up to ``flush_every`` steps, with the time each value was logged: a point sent twice
+(a replay after a crash) is the same row, which MLflow's store keeps once. On a local
+sqlite store, "database is locked" (two experiments writing at once) is retried with
+backoff here, and anything still failing is retried by the hub.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from embedlab.tracking.base import RunInfo, Tracker, call_with_timeout
 
@@ -30,6 +34,77 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 FLUSH_INTERVAL_S = 5.0
+LOCK_RETRY_S = 60.0
+"""How long one call keeps retrying a locked sqlite database before it fails."""
+PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST", "INVALID_STATE"}
+"""MLflow error codes no retry can fix (the record itself is wrong)."""
+T = TypeVar("T")
+lock_retries = 0
+"""Calls retried because sqlite was locked, in this process (reported by tests/benchmarks)."""
+
+
+def is_locked(error: BaseException) -> bool:
+    """True for sqlite's "database is locked" (sqlalchemy ``OperationalError``), also when
+    MLflow wrapped it in an ``MlflowException``.
+
+    >>> is_locked(RuntimeError("(sqlite3.OperationalError) database is locked"))
+    True
+    >>> is_locked(RuntimeError("no such table: runs"))
+    False
+    """
+    text = str(error).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive file lock beside a sqlite store (``.<db>.lock``); no-op otherwise.
+
+    >>> with sqlite_init_lock("http://127.0.0.1:5000"):
+    ...     pass
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows)
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f".{db.name}.lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def retry_locked(fn: Callable[[], T], seconds: float = LOCK_RETRY_S) -> T:
+    """``fn()``, retried with backoff while sqlite answers "database is locked".
+
+    >>> calls = []
+    >>> def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise RuntimeError("database is locked")
+    ...     return "done"
+    >>> retry_locked(flaky), len(calls)
+    ('done', 3)
+    """
+    deadline = time.monotonic() + seconds
+    wait = 0.05
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_locked(exc) or time.monotonic() + wait > deadline:
+                raise
+        global lock_retries
+        lock_retries += 1
+        time.sleep(wait * random.uniform(0.5, 1.5))  # spread the two writers apart
+        wait = min(2.0, wait * 2)
 
 
 def tracking_uri(cfg: MlflowParams, root: Path) -> str:
@@ -88,6 +163,14 @@ class MlflowTracker(Tracker):
     """One MLflow run per experiment; validate and embed reopen it by id."""
 
     name = "mlflow"
+    batch_seconds = FLUSH_INTERVAL_S
+    max_batch = MAX_METRICS_PER_BATCH
+
+    def __init__(self, params: Any, root: Path) -> None:
+        super().__init__(params, root)
+        self.batch_records = params.tracking.mlflow.flush_every
+        self._created: str | None = None
+        """A run this tracker created; a retried start resumes it instead of a second one."""
 
     def start(self, run: RunInfo) -> str:
         cfg = self.params.tracking.mlflow
@@ -95,22 +178,20 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(cfg, self.root)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self._timeout = self._deadline(cfg)
-        self._buffer: list[Any] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._steps_since_flush = 0
-        self._flush_every = cfg.flush_every
-        run_id = call_with_timeout(lambda: self._open(run), self._timeout, "opening the MLflow run")
+        # The client creates or migrates a sqlite store's tables; two processes doing it at
+        # once break each other ("duplicate column name"): one at a time.
+        with sqlite_init_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            run_id = self._call(lambda: self._open(run), "opening the MLflow run")
         self.run_id = run_id
-        self._thread = threading.Thread(
-            target=self._flush_loop, name="embedlab-mlflow", daemon=True
-        )
-        self._thread.start()
         return run_id
+
+    def _call(self, fn: Callable[[], T], what: str, factor: float = 1.0) -> T:
+        """A client call: sqlite locks retried in-process, a server bounded by the deadline."""
+        if is_local(self.uri):  # no network to hang on; a lock is waited out
+            return retry_locked(fn)
+        return call_with_timeout(fn, self._timeout * factor, what)
 
     @staticmethod
     def _deadline(cfg: MlflowParams) -> float:
@@ -119,6 +200,16 @@ class MlflowTracker(Tracker):
         retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", cfg.max_retries))
         return min(30.0, timeout * (retries + 1) + 2.0 * retries) + 5.0
 
+    def permanent(self, error: BaseException) -> bool:
+        """A value MLflow refuses (a changed param, a bad name); never a lock or the network."""
+        from mlflow.exceptions import MlflowException
+
+        if is_locked(error):
+            return False
+        if isinstance(error, MlflowException):
+            return str(error.error_code) in PERMANENT_CODES
+        return super().permanent(error)
+
     def _open(self, run: RunInfo) -> str:
         from mlflow.entities import Param, RunTag
 
@@ -126,77 +217,68 @@ class MlflowTracker(Tracker):
         if run.run_id is not None:
             client.update_run(run.run_id, status="RUNNING")
             return run.run_id
-        experiment = self.params.tracking.experiment
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            location = None
-            if is_local(self.uri):  # keep artifacts beside the database, not in the cwd
-                location = (self.root / ARTIFACTS_DIR).resolve().as_uri()
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-        created = client.create_run(experiment_id, run_name=run.run_name, tags=dict(run.tags))
-        run_id = created.info.run_id
+        if self._created is None:
+            experiment_id = self._experiment_id()
+            created = client.create_run(experiment_id, run_name=run.run_name, tags=dict(run.tags))
+            self._created = created.info.run_id
+        run_id = self._created
+        # Logging the same params again is a no-op in MLflow, so a retried start is safe.
         for chunk in param_batches(run.params):
             client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
         client.log_batch(run_id, tags=[RunTag("stage", run.stage)])
         return run_id
 
-    # -- metrics: buffered, sent by the background thread ------------------------------
+    def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.params.tracking.experiment
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if is_local(self.uri):  # keep artifacts beside the database, not in the cwd
+            location = (self.root / ARTIFACTS_DIR).resolve().as_uri()
+        try:
+            return self.client.create_experiment(experiment, artifact_location=location)
+        except MlflowException:  # another experiment created it a moment ago
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    # -- records, as the hub's worker sends them ---------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.log_metric_steps([(metrics, step, None)])
+
+    def log_metric_steps(
+        self, points: Sequence[tuple[Mapping[str, float], int, int | None]]
+    ) -> None:
         from mlflow.entities import Metric
 
-        if self._error is not None:  # a background send failed: let the hub skip us
-            raise self._error
         now = int(time.time() * 1000)
-        rows = [Metric(mlflow_name(k), float(v), now, step) for k, v in metrics.items()]
-        with self._lock:
-            self._buffer.extend(rows)
-        self._steps_since_flush += 1
-        if self._steps_since_flush >= self._flush_every:
-            self._steps_since_flush = 0
-            self._wake.set()
-
-    def _send(self) -> None:
-        with self._lock:
-            rows, self._buffer = self._buffer, []
+        rows = [
+            Metric(mlflow_name(k), float(v), ts if ts is not None else now, step)
+            for metrics, step, ts in points
+            for k, v in metrics.items()
+        ]
         for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=rows[i : i + MAX_METRICS_PER_BATCH])
+            chunk = rows[i : i + MAX_METRICS_PER_BATCH]
+            self._call(
+                lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk),
+                "sending MLflow metrics",
+            )
 
-    def _flush_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._send()
-            except Exception as exc:  # surfaced on the next call, from the caller's thread
-                self._error = exc
-                return
-
-    def flush(self) -> None:
-        """Send everything buffered now (bounded by the HTTP deadline)."""
-        if self._error is not None:
-            raise self._error
-        call_with_timeout(self._send, self._timeout, "sending MLflow metrics")
-
-    # -- images, summary, artifacts: rare, sent at once ----------------------------------
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
-        if self._error is not None:
-            raise self._error
         # key + step keeps one picture per validation (MLflow's image slider), no overwrite
-        call_with_timeout(
+        self._call(
             lambda: self.client.log_image(self.run_id, image, key=key, step=step),
-            self._timeout,
             "logging an MLflow image",
         )
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         summary = {k: float(v) for k, v in metrics.items()}  # a JSON file takes any name
-        call_with_timeout(
+        self._call(
             lambda: self.client.log_dict(self.run_id, summary, "summary.json"),
-            self._timeout,
             "logging the MLflow summary",
         )
 
@@ -211,11 +293,9 @@ class MlflowTracker(Tracker):
             for file in files:
                 self.client.log_artifact(self.run_id, str(file), artifact_path=folder)
 
-        call_with_timeout(upload, self._timeout * len(files), "uploading MLflow artifacts")
+        self._call(upload, "uploading MLflow artifacts", factor=len(files))
         if folder is not None and self.params.tracking.mlflow.register_model:
-            call_with_timeout(
-                lambda: self._register(folder), self._timeout, "registering the model"
-            )
+            self._call(lambda: self._register(folder), "registering the model")
 
     def _register(self, folder: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -230,17 +310,6 @@ class MlflowTracker(Tracker):
         self.client.create_model_version(name, source=source, run_id=self.run_id)
 
     def finish(self) -> None:
-        thread = getattr(self, "_thread", None)
-        if thread is None:
+        if self.run_id is None or getattr(self, "client", None) is None:
             return
-        self._stop.set()
-        self._wake.set()
-        thread.join(timeout=self._timeout)
-        if self._error is None:
-            self.flush()
-            call_with_timeout(
-                lambda: self.client.set_terminated(self.run_id),
-                self._timeout,
-                "closing the MLflow run",
-            )
-        self._thread = None
+        self._call(lambda: self.client.set_terminated(self.run_id), "closing the MLflow run")
