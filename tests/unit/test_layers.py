@@ -32,7 +32,10 @@ ALLOWED: dict[str, set[str]] = {
     },
     # compare reads finished runs: their files, the manifest, a metric to redo top-k lists
     "compare": {"config", "data", "errors", "io", "metrics", "tracking", "viz"},
-    "cli": {"compare", "data", "embedding", "errors", "io", "models", "viz", "config", "stages"},
+    "cli": {
+        "compare", "data", "embedding", "errors", "io", "models", "viz", "config", "stages",
+        "tracking",
+    },
 }  # fmt: skip
 
 
