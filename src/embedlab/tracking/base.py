@@ -63,11 +63,12 @@ class Tracker(ABC):
     """
 
     name: str = "base"
-    batch_records: int = 1
-    """Records the worker lets gather before sending (1: send each at once)."""
-    batch_seconds: float = 0.0
-    """...or the age of the oldest unsent record at which it sends anyway."""
-    max_batch: int = 1
+    batch_records: int = 25
+    """Step records the worker lets gather before it wakes up and sends them."""
+    batch_seconds: float = 1.0
+    """...or the age of the oldest unsent record at which it sends anyway. Waking once a
+    second rather than at every step keeps the workers off the training's CPU cores."""
+    max_batch: int = 100
     """Metric records per :meth:`log_metric_steps` call."""
 
     def __init__(self, params: Params, root: Path) -> None:

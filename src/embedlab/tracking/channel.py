@@ -78,6 +78,7 @@ class Channel:
         self.run = run
         self.settings = settings
         self.callbacks = callbacks
+        journal.notify_at = max(1, tracker.batch_records)
         self.started = False
         self.dead = False
         """A failure no retry can fix (the client is not installed): nothing more is sent."""

@@ -159,6 +159,8 @@ class Journal:
         self._warned_full = False
         self._ack_saved_at = 0.0
         self._refs = 1
+        self.notify_at = 1
+        """Pending metric records that wake the workers (their batch size); others always do."""
         self._file: io.BufferedWriter | None = None
         self._lock_file: Any = None
         self.meta: dict[str, Any] = dict(meta or {})
@@ -279,7 +281,7 @@ class Journal:
             record = Record(seq, kind, fields, image=image, queued=time.monotonic())
             if self.folder is None or self._file is None:
                 self._pending.append(record)
-                self.changed.notify_all()
+                self._wake(kind)
                 return record
             if image is not None:
                 name = f"{IMAGES}/{seq:09d}.png"
@@ -295,8 +297,13 @@ class Journal:
             self._bytes += record.line_bytes + record.image_bytes
             self._unsynced += 1  # fsync'd by the backend's worker (sync_due), not here
             self._pending.append(record)
-            self.changed.notify_all()
+            self._wake(kind)
             return record
+
+    def _wake(self, kind: str) -> None:
+        """Wake the workers for a full batch or a rare record; a timed wait covers the rest."""
+        if kind != "metrics" or len(self._pending) >= self.notify_at:
+            self.changed.notify_all()
 
     def _full(self) -> None:
         self.dropped += 1
