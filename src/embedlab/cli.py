@@ -250,10 +250,13 @@ def _sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_sync(args: argparse.Namespace) -> int:
     """Send what the stages left in ``logs/spool``; exit 1 while something stays unsent."""
+    from embedlab.config import Params, load_params
+    from embedlab.tracking import store_root
     from embedlab.tracking.spool import SPOOL_DIR
     from embedlab.tracking.sync import pending_entries, sync_spool
 
-    root = Path(".")
+    params = load_params(args.params) if args.params.is_file() else Params()
+    root = store_root(params, Path("."))
     entries = pending_entries(root)
     if not entries:
         sys.stdout.write(f"nothing to sync: no unsent tracker records in {SPOOL_DIR}/\n")
@@ -266,9 +269,6 @@ def _run_sync(args: argparse.Namespace) -> int:
             busy = "  [in use by a running stage]" if entry.busy else ""
             sys.stdout.write(f"{entry.backend:<12} {run:<33} {entry.pending:>7}  {kinds}{busy}\n")
         return 0
-    from embedlab.config import Params, load_params
-
-    params = load_params(args.params) if args.params.is_file() else Params()
     left = 0
     for result in sync_spool(params, root):
         run = result.run_id or result.folder.name

@@ -379,6 +379,10 @@ class TrackingParams(_Section):
     loggers: list[str] = Field(default_factory=lambda: ["tensorboard"])
     """Names of :data:`embedlab.registries.TRACKERS`; several at once is normal."""
     experiment: str = "embedlab"
+    store: str | None = None
+    """Folder of every local tracker store (TensorBoard logs, mlflow.db, wandb/, Neptune,
+    CSV, the spool). Null: the repo's root, also for experiments DVC runs in a temporary
+    copy (``dvc exp run --queue`` / ``--temp``), so their runs are kept with the others."""
     strict: bool = False
     """Make a tracker failure an error instead of a warning."""
     mlflow: MlflowParams = Field(default_factory=MlflowParams)

@@ -57,17 +57,46 @@ class _Unavailable(Tracker):
         pass
 
 
+def store_root(params: Params, root: Path) -> Path:
+    """Where the local tracker stores live: ``tracking.store``, else the repository's root.
+
+    A queued DVC experiment runs in a temporary copy under ``<repo>/.dvc/tmp/exps/``, which
+    DVC deletes afterwards; its stores are written to ``<repo>`` instead, so every
+    experiment of the repo, queued or not, lands in the same TensorBoard folder and MLflow
+    database (under its own run, named after the experiment).
+
+    >>> from embedlab.config import Params
+    >>> store_root(Params(), Path("/repo/.dvc/tmp/exps/tmpab12")).as_posix()
+    '/repo'
+    >>> store_root(Params(), Path("/repo")).as_posix()
+    '/repo'
+    >>> store_root(Params(tracking={"store": "/shared/runs"}), Path("/repo")).as_posix()
+    '/shared/runs'
+    """
+    resolved = Path(os.path.abspath(root))
+    parts = resolved.parts
+    repo = resolved
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            repo = Path(*parts[:i])
+            break
+    store = params.tracking.store
+    return Path(os.path.abspath(repo / store)) if store else repo
+
+
 def build_tracker(name: str, params: Params, root: Path) -> Tracker:
-    """An instance of the backend ``name``; a missing client becomes a start failure.
+    """An instance of the backend ``name`` keeping its store under :func:`store_root`; a
+    missing client becomes a start failure.
 
     >>> from embedlab.config import Params
     >>> build_tracker("csv", Params(), Path(".")).name
     'csv'
     """
+    store = store_root(params, root)
     try:
-        return backend_class(name)(params, root)
+        return backend_class(name)(params, store)
     except ImportError as exc:  # e.g. the `trackers` extra is not installed
-        return _Unavailable(name, exc, params, root)
+        return _Unavailable(name, exc, params, store)
 
 
 def git_commit(root: Path) -> str:
@@ -127,7 +156,7 @@ def spooled_hub(trackers: list[Tracker], params: Params, root: Path) -> TrackerH
     return TrackerHub(
         trackers,
         strict=params.tracking.strict,
-        spool_dir=root / SPOOL_DIR,
+        spool_dir=store_root(params, root) / SPOOL_DIR,
         settings=spool_settings(params),
         max_bytes=params.tracking.spool.max_mb * 2**20,
     )
@@ -173,5 +202,6 @@ __all__ = [
     "read_run_ids",
     "spool_settings",
     "spooled_hub",
+    "store_root",
     "write_run_ids",
 ]
