@@ -284,6 +284,13 @@ class ImagesParams(_Section):
     top_k: int = Field(5, ge=1)
 
 
+class BaselineParams(_Section):
+    raw_pixels: bool = True
+    """Also score a kNN on the raw pixels (``baseline/raw_pixels/...`` in the reports)."""
+    max_side: int = Field(64, ge=1)
+    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first."""
+
+
 class ValidateParams(_Section):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -310,6 +317,7 @@ class ValidateParams(_Section):
     rerank_top_k: int = Field(100, ge=1)
     """``k_reciprocal``: kNN candidates of each query that are re-ranked."""
     images: ImagesParams = Field(default_factory=ImagesParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
     @classmethod

@@ -171,3 +171,44 @@ def test_prepare_stage_writes_a_valid_manifest(workdir: Path, nowhere) -> None:
     )
     manifest = load_manifest(run_prepare(params, workdir))
     assert len(manifest.split("train")) == 6 and len(manifest.split("validation")) == 6
+
+
+@pytest.mark.slow
+def test_setup_script_finds_files_in_prepare_root_and_installs_nothing(
+    tmp_path: Path, nowhere
+) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    repo = tmp_path / "repo"
+    (repo / "pipeline").mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "pipeline" / "ensure_fashion_mnist.sh", repo / "pipeline")
+    _write_fashion(repo / "fm")
+    (repo / "params.yaml").write_text("prepare:\n  source: fashion_mnist\n  root: fm\n")
+    # apt-get and sudo that fail loudly: the script must not need them when files exist
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("apt-get", "sudo"):
+        (bin_dir / tool).write_text("#!/bin/sh\necho called >&2\nexit 99\n")
+        (bin_dir / tool).chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO_ROOT / "src"),
+    }
+    result = subprocess.run(
+        ["bash", "pipeline/ensure_fashion_mnist.sh"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Fashion-MNIST: found in fm"
+    assert "called" not in result.stderr
