@@ -19,9 +19,9 @@ from embedlab.config import Params, ValidateParams
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
 from embedlab.io import atomic_path, read_json, write_json
-from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
 from embedlab.lightning import ExtractorModule
 from embedlab.lightning.trainer import build_trainer
+from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
 from embedlab.models import load_extractor
 from embedlab.stages.common import (
     IMAGES_DIR,
