@@ -69,7 +69,7 @@ class FashionMnistParams(_Section):
     split -> validation); ``open``: ``open_val_classes`` are held out for validation."""
     train_per_class: int | None = Field(500, ge=2)
     """Train images per class, a seeded subset of the train split (null: all 6,000)."""
-    val_per_class: int | None = Field(100, ge=2)
+    val_per_class: int | None = Field(300, ge=2)
     """Validation images per class, a seeded subset of the test split (null: all 1,000)."""
     open_val_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9])
     """``open`` only: the labels held out for validation."""
