@@ -14,13 +14,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import matplotlib.pyplot as plt
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def main(repo: Path, out: Path) -> None:
     run_id = json.loads((repo / "reports" / "run.json").read_text())["run_ids"]["tensorboard"]
-    acc = EventAccumulator(str(repo / "logs" / "tensorboard" / run_id), size_guidance={"scalars": 0})
+    acc = EventAccumulator(
+        str(repo / "logs" / "tensorboard" / run_id), size_guidance={"scalars": 0}
+    )
     acc.Reload()
     points = acc.Scalars("val/OVERALL/cmc@1")
     train = json.loads((repo / "reports" / "train.json").read_text())
