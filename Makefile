@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-fast lint format bench clean
+.PHONY: install data repro test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install embedlab with every extra
 
-repro: install  ## run the whole pipeline (prepare -> train -> validate -> embed)
+data: install  ## make sure the Fashion-MNIST files are there (Debian package or torchvision download)
+	PYTHON=$(BIN)/python pipeline/ensure_fashion_mnist.sh
+
+repro: data  ## run the whole pipeline (prepare -> train -> validate -> embed)
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
-test: install  ## the whole test suite (slow tests included), then ruff
+test: data  ## the whole test suite (slow tests included), then ruff
 	$(BIN)/pytest
 	$(BIN)/ruff check src pipeline tests
 

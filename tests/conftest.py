@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def fast_params(**overrides: object) -> Params:
     """Params for a seconds-long run: a 1-block ViT, 1 epoch, small batches."""
     raw: dict = {
-        "prepare": {"digits_image_size": 16},
+        "prepare": {"source": "digits", "digits_image_size": 16},
         "train": {
             "model": {
                 "timm_kwargs": {

@@ -1,4 +1,4 @@
-"""The ``embedlab`` command line: ``search``, ``export``, ``compare``, ``sync``.
+"""The ``embedlab`` command line: ``search``, ``export``, ``compare``, ``sync`` and more.
 
 Each subcommand is one entry of :data:`COMMANDS`: a function that declares its arguments
 and one that runs it. User errors (:class:`embedlab.errors.EmbedlabError`) print one
@@ -235,6 +235,22 @@ def _run_compare(args: argparse.Namespace) -> int:
         options=options,
         trackers=not args.no_trackers,
     )
+
+
+# ----------------------------------------------------------------------- convert-weights
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", type=Path, help="the weights file to convert (.pth/.safetensors)")
+    parser.add_argument("dst", type=Path, help="the .safetensors file to write")
+    parser.add_argument(
+        "--arch", required=True, help="the timm architecture the tensors map onto, in order"
+    )
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from embedlab.models.convert import convert_weights
+
+    path = convert_weights(args.src, args.dst, args.arch)
+    sys.stdout.write(f"wrote {args.arch} weights to {path} (use it as train.model.weights)\n")
     return 0
 
 
@@ -296,6 +312,11 @@ COMMANDS: dict[str, Command] = {
         "send tracker records the stages left unsent (logs/spool) into their runs",
         _sync_arguments,
         _run_sync,
+    ),
+    "convert-weights": Command(
+        "map a foreign weights file onto a timm architecture (for train.model.weights)",
+        _convert_arguments,
+        _run_convert,
     ),
 }
 """Subcommands by name; a new one is one more entry."""

@@ -61,6 +61,20 @@ def _registered(registry: Registry, *fields: str) -> Any:
 
 
 # --- prepare -------------------------------------------------------------------------------
+class FashionMnistParams(_Section):
+    """``prepare.fashion_mnist``: which classes and how many images of each split."""
+
+    protocol: Literal["closed", "open"] = "closed"
+    """``closed``: train and validate on the same 10 classes (train split -> train, test
+    split -> validation); ``open``: ``open_val_classes`` are held out for validation."""
+    train_per_class: int | None = Field(500, ge=2)
+    """Train images per class, a seeded subset of the train split (null: all 6,000)."""
+    val_per_class: int | None = Field(300, ge=2)
+    """Validation images per class, a seeded subset of the test split (null: all 1,000)."""
+    open_val_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9])
+    """``open`` only: the labels held out for validation."""
+
+
 class PrepareParams(_Section):
     source: str = "digits"
     """A name of :data:`embedlab.registries.SOURCES`."""
@@ -81,6 +95,7 @@ class PrepareParams(_Section):
     digits_image_size: int = Field(32, ge=8, le=256)
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    fashion_mnist: FashionMnistParams = Field(default_factory=FashionMnistParams)
 
     _source = _registered(SOURCES, "source")
 
@@ -92,6 +107,9 @@ class ModelParams(_Section):
     weights: str | None = None
     """A local ``.safetensors``/``.pth`` file, ``hub`` (timm pretrained) or null (random)."""
     normalise_features: bool = True
+    input_size: int | list[int] | None = None
+    """Side (or ``[height, width]``) images are resized to, for any architecture; null: the
+    model's own (``timm_kwargs.img_size`` when set, else timm's data config, often 224)."""
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
 
@@ -266,6 +284,13 @@ class ImagesParams(_Section):
     top_k: int = Field(5, ge=1)
 
 
+class BaselineParams(_Section):
+    raw_pixels: bool = True
+    """Also score a kNN on the raw pixels (``baseline/raw_pixels/...`` in the reports)."""
+    max_side: int = Field(64, ge=1)
+    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first."""
+
+
 class ValidateParams(_Section):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -292,6 +317,7 @@ class ValidateParams(_Section):
     rerank_top_k: int = Field(100, ge=1)
     """``k_reciprocal``: kNN candidates of each query that are re-ranked."""
     images: ImagesParams = Field(default_factory=ImagesParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
     @classmethod

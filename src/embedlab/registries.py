@@ -20,6 +20,7 @@ SOURCES = Registry(
     "params.yaml: prepare.source",
     {
         "digits": "embedlab.data.sources.digits:prepare_digits",
+        "fashion_mnist": "embedlab.data.sources.fashion_mnist:prepare_fashion_mnist",
         "imagefolder": "embedlab.data.sources.imagefolder:prepare_imagefolder",
         "csv": "embedlab.data.sources.csv:prepare_csv",
         "cub": "embedlab.data.sources.cub:prepare_cub",

@@ -41,7 +41,10 @@ from embedlab.stages.prepare import run_prepare
 
 _REPO_MODEL = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train.model
 MODELS = {
-    "default": (_REPO_MODEL.arch, _REPO_MODEL.timm_kwargs),
+    "default": (
+        _REPO_MODEL.arch,
+        {**_REPO_MODEL.timm_kwargs, "input_size": _REPO_MODEL.input_size},
+    ),
     "tiny": (
         "vit_tiny_patch16_224",
         {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
@@ -103,7 +106,10 @@ def main() -> int:
     logging.disable(logging.INFO)
     arch, kwargs = MODELS[args.model]
     raw = {
-        "prepare": {"digits_image_size": kwargs["img_size"]},
+        "prepare": {
+            "source": "digits",
+            "digits_image_size": kwargs.get("input_size") or kwargs.get("img_size") or 32,
+        },
         "embed": {"batch_size": args.batch_size, "num_workers": args.num_workers},
         "tracking": {"loggers": []},
     }

@@ -326,3 +326,34 @@ def neptune_operations(folder: Path, custom_run_id: str) -> list[dict[str, Any]]
         if custom_run_id in ids:
             ops.extend(container)
     return ops
+
+
+def test_raw_pixel_baseline_reaches_metrics_json_and_the_trackers(pipeline: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from embedlab.data.datasets import DatasetQueryGallery
+    from embedlab.data.manifest import load_manifest
+    from embedlab.metrics import EmbeddingMetrics
+    from embedlab.metrics.baseline import raw_pixel_metrics
+
+    root = pipeline["root"]
+    report = read_json(root / "reports" / "metrics.json")
+    baseline = report["baseline"]["raw_pixels"]["OVERALL"]
+    # the same queries and gallery as the model, scored on the raw pixels
+    manifest = load_manifest(root / "data" / "prepared" / "manifest.csv")
+    dataset = DatasetQueryGallery(manifest.split("validation"), manifest.dataset_root)
+    expected = raw_pixel_metrics(EmbeddingMetrics(), dataset.read_image, dataset.columns())
+    expected = expected["OVERALL"]
+    assert baseline["cmc"]["1"] == pytest.approx(expected["cmc"][1])
+    assert baseline["map"]["5"] == pytest.approx(expected["map"][5])
+    assert baseline["n_queries"] == report["OVERALL"]["n_queries"]
+
+    key = "baseline/raw_pixels/OVERALL/cmc@1"
+    run_dir = root / "logs" / "tensorboard" / pipeline["run_ids"]["tensorboard"]
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.value for e in acc.Scalars(key)] == [pytest.approx(expected["cmc"][1])]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    run = client.get_run(pipeline["run_ids"]["mlflow"])
+    assert run.data.metrics[mlflow_name(key)] == pytest.approx(expected["cmc"][1])

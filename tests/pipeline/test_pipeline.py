@@ -19,11 +19,12 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-FAST = {
-    "prepare": {"digits_image_size": 16},
+FAST = {  # digits (bundled: no download) and a 1-block ViT, over the committed params.yaml
+    "prepare": {"source": "digits", "digits_image_size": 16},
     "train": {
         "model": {
             "arch": "vit_tiny_patch16_224",
+            "input_size": None,
             "timm_kwargs": {
                 "img_size": 16,
                 "patch_size": 8,
@@ -33,6 +34,7 @@ FAST = {
                 "global_pool": "avg",
             },
         },
+        "sampler": {"n_labels": 5, "n_instances": 16},
         "max_epochs": 2,
         "val_every_n_epochs": 1,
     },

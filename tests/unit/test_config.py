@@ -8,7 +8,8 @@ from tests.conftest import REPO_ROOT
 
 def test_repo_params_yaml_is_valid() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
-    assert params.prepare.source == "digits"
+    assert params.prepare.source == "fashion_mnist"
+    assert params.train.model.input_size == 28
     assert params.tracking.loggers == ["tensorboard"]
     assert "${" not in (REPO_ROOT / "params.yaml").read_text()
 

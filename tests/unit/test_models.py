@@ -85,3 +85,20 @@ def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
 def test_unknown_arch_is_a_params_error() -> None:
     with pytest.raises(EmbedlabError, match=r"train.model.arch: unknown timm model 'vit_nope'"):
         TimmExtractor("vit_nope")
+
+
+def test_input_size_is_a_param_of_any_architecture(tmp_path) -> None:
+    from embedlab.config import parse_params
+    from embedlab.models import load_extractor, save_extractor
+
+    cnn = TimmExtractor("resnet10t", input_size=28, channels=[8, 8, 16, 16], stem_width=8)
+    assert cnn.preprocessing["input_size"] == [3, 28, 28]
+    assert cnn(torch.zeros(2, 3, 28, 28)).shape == (2, 16)
+    save_extractor(cnn, tmp_path)
+    assert load_extractor(tmp_path).preprocessing["input_size"] == [3, 28, 28]
+    # input_size wins over a ViT's img_size for preprocessing; [h, w] works too
+    vit = TimmExtractor(
+        "vit_tiny_patch16_224", input_size=[16, 24], img_size=[16, 24], patch_size=8, depth=1
+    )
+    assert vit.preprocessing["input_size"] == [3, 16, 24]
+    assert parse_params({"train": {"model": {"input_size": 28}}}).train.model.input_size == 28

@@ -29,7 +29,16 @@ def _run(source: str, root: Path, out: Path, **cfg: object) -> pd.DataFrame:
 
 
 def test_every_registered_source_resolves() -> None:
-    assert set(SOURCES) == {"digits", "imagefolder", "csv", "cub", "sop", "cars", "inshop"}
+    assert set(SOURCES) == {
+        "digits",
+        "fashion_mnist",
+        "imagefolder",
+        "csv",
+        "cub",
+        "sop",
+        "cars",
+        "inshop",
+    }
     for name in SOURCES:
         assert callable(get_source(name))
 

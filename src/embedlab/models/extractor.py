@@ -91,6 +91,17 @@ def _strip_prefixes(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[st
     return state
 
 
+def _side_pair(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    """``28`` -> ``(28, 28)``; ``[32, 24]`` -> ``(32, 24)``."""
+    if isinstance(size, int):
+        return (size, size)
+    if len(size) != 2:
+        raise EmbedlabError(
+            f"params.yaml: train.model.input_size: expected a side or [h, w], got {size}"
+        )
+    return (int(size[0]), int(size[1]))
+
+
 class TimmExtractor(nn.Module):
     """Any timm backbone as an embedding extractor (classifier head removed).
 
@@ -99,6 +110,10 @@ class TimmExtractor(nn.Module):
         weights: None (random init), ``"hub"`` (timm's pretrained weights, needs the
             internet or a warm HF cache), or a local ``.safetensors``/``.pth`` file.
         normalise_features: L2-normalise the output embeddings.
+        input_size: side (or ``[height, width]``) of the images the model is fed, for any
+            architecture; None: ``timm_kwargs["img_size"]`` when given, else the size of
+            timm's data config (224 for most models). CNNs take any size as is; a ViT also
+            needs ``img_size`` (its position embeddings are sized for it).
         **timm_kwargs: passed to ``timm.create_model`` (``img_size``, ``patch_size``...).
 
     >>> model = TimmExtractor("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
@@ -106,6 +121,8 @@ class TimmExtractor(nn.Module):
     torch.Size([2, 192])
     >>> model.preprocessing["input_size"]
     [3, 32, 32]
+    >>> TimmExtractor("resnet10t", input_size=28).preprocessing["input_size"]
+    [3, 28, 28]
     """
 
     def __init__(
@@ -113,11 +130,13 @@ class TimmExtractor(nn.Module):
         arch: str,
         weights: str | Path | None = None,
         normalise_features: bool = True,
+        input_size: int | list[int] | tuple[int, int] | None = None,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
         self.arch = arch
         self.normalise_features = normalise_features
+        self.input_size = _side_pair(input_size) if input_size is not None else None
         self.timm_kwargs = dict(timm_kwargs)
         timm_name = resolve_arch(arch)
         pretrained = weights == "hub"
@@ -149,9 +168,10 @@ class TimmExtractor(nn.Module):
         config = timm.data.resolve_model_data_config(self.model)
         input_size = list(config["input_size"])
         img_size = self.timm_kwargs.get("img_size")
-        if img_size is not None:  # a resized model's pretrained_cfg still says 224
-            side = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-            input_size = [input_size[0], *side]
+        if self.input_size is not None:
+            input_size = [input_size[0], *self.input_size]
+        elif img_size is not None:  # a resized model's pretrained_cfg still says 224
+            input_size = [input_size[0], *_side_pair(img_size)]
         return {
             "input_size": [int(v) for v in input_size],
             "mean": [float(v) for v in config["mean"]],
@@ -189,6 +209,7 @@ class TimmExtractor(nn.Module):
             "arch": self.arch,
             "timm_kwargs": self.timm_kwargs,
             "normalise_features": self.normalise_features,
+            "input_size": list(self.input_size) if self.input_size is not None else None,
             "feat_dim": self.feat_dim,
             "preprocessing": self.preprocessing,
         }
@@ -243,6 +264,7 @@ def load_extractor(model_dir: str | Path, device: str | torch.device = "cpu") ->
         config["arch"],
         weights=None,
         normalise_features=config["normalise_features"],
+        input_size=config.get("input_size"),
         **config.get("timm_kwargs", {}),
     )
     model.load_weights(model_dir / EXTRACTOR_WEIGHTS)

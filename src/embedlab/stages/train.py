@@ -63,6 +63,7 @@ def build_model(params: Params) -> TimmExtractor:
         cfg.arch,
         weights=cfg.weights,
         normalise_features=cfg.normalise_features,
+        input_size=cfg.input_size,
         **cfg.timm_kwargs,
     )
 

@@ -15,12 +15,13 @@ import pandas as pd
 import torch
 
 from embedlab.compare.topk import TOPK_FILE, topk_table
-from embedlab.config import Params
+from embedlab.config import Params, ValidateParams
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
 from embedlab.io import atomic_path, read_json, write_json
 from embedlab.lightning import ExtractorModule
 from embedlab.lightning.trainer import build_trainer
+from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
 from embedlab.models import load_extractor
 from embedlab.stages.common import (
     IMAGES_DIR,
@@ -31,7 +32,7 @@ from embedlab.stages.common import (
     TRAIN_REPORT,
     log,
 )
-from embedlab.stages.validation import validation_setup
+from embedlab.stages.validation import build_metric, validation_setup
 from embedlab.tracking import open_trackers
 from embedlab.tracking.names import metric_names
 
@@ -55,6 +56,15 @@ def per_query_table(metric: Any, dataset: DatasetQueryGallery) -> pd.DataFrame:
         elif isinstance(per_k, torch.Tensor):  # scalar per-query metrics: map@R, r_precision
             table[name] = per_k.numpy()
     return table
+
+
+def raw_pixel_baseline(cfg: ValidateParams, dataset: DatasetQueryGallery) -> dict[str, dict] | None:
+    """The raw-pixel kNN scored on the model's queries and gallery (None when turned off)."""
+    if not cfg.baseline.raw_pixels:
+        return None
+    return raw_pixel_metrics(
+        build_metric(cfg), dataset.read_image, dataset.columns(), max_side=cfg.baseline.max_side
+    )
 
 
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
@@ -88,8 +98,10 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
     metric, metrics, images = callback.metric, callback.last_metrics, callback.last_images
+    baseline = raw_pixel_baseline(cfg, callback.dataset)
 
-    write_json(root / METRICS_REPORT, metrics)
+    report = metrics if baseline is None else {**metrics, "baseline": {"raw_pixels": baseline}}
+    write_json(root / METRICS_REPORT, report)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
         per_query_table(metric, callback.dataset).to_csv(tmp, index=False)
     with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
@@ -106,6 +118,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     hub = open_trackers(params, root, stage="validate", resume=True)
     try:
         flat = metric_names(metrics)
+        if baseline is not None:
+            flat.update(metric_names(baseline, prefix=BASELINE_PREFIX))
         hub.log_metrics(flat, step=step)
         for name, image in images.items():
             hub.log_image(f"val/{name}", image, step=step)
@@ -114,4 +128,9 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     finally:
         hub.finish()
     log.info("validate: %s", metric_names({"OVERALL": metrics["OVERALL"]}))
+    if baseline is not None:
+        log.info(
+            "raw-pixel baseline: %s",
+            metric_names({"OVERALL": baseline["OVERALL"]}, prefix=BASELINE_PREFIX),
+        )
     return metrics
