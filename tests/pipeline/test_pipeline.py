@@ -136,7 +136,12 @@ def test_dvc_sees_metrics_and_a_second_repro_is_a_no_op(repo: Path) -> None:
 
 def test_dvc_plots_show_draws_the_curves_over_epochs(repo: Path) -> None:
     shown = json.loads(_run(["dvc", "plots", "show", "--json"], repo).stdout)
-    assert {"validation", "loss"} <= set(shown)
+    plots = shown["data"]
+    assert {"validation", "loss"} <= set(plots)
+    (validation,) = plots["validation"]
+    rows = validation["content"]["data"]["values"]
+    assert {row["epoch"] for row in rows} == {0, 1, 2}
+    assert {row["field"] for row in rows} == {"cmc@1", "map@5"}
 
 
 def test_tensorboard_received_the_curves(repo: Path) -> None:
