@@ -26,11 +26,12 @@ def params(seed: int = 0) -> Params:
     )
 
 
-def train_and_validate(p: Params, root: Path) -> tuple[str, dict, bytes]:
+def train_and_validate(p: Params, root: Path) -> tuple[str, dict, bytes, str]:
     train = run_train(p, root)
     run_validate(p, root)
     weights = (root / MODELS_DIR / "extractor.safetensors").read_bytes()
-    return (root / METRICS_REPORT).read_text(), train, weights
+    curve = (root / "reports" / "plots" / "validation.json").read_text()
+    return (root / METRICS_REPORT).read_text(), train, weights, curve
 
 
 def test_same_params_same_reports_other_seed_other_numbers(
@@ -52,8 +53,9 @@ def test_same_params_same_reports_other_seed_other_numbers(
     assert read_json(workdir / TRAIN_REPORT)["resumed_from_epoch"] == 0
     assert second[0] == first[0]
     assert second[2] == first[2]
-    for key in ("global_step", "final_loss", "last_validation"):
+    for key in ("global_step", "final_loss"):
         assert second[1][key] == first[1][key], key
+    assert second[3] == first[3]  # the validation curve
 
     other = workdir / "other"
     other.mkdir()

@@ -20,7 +20,7 @@ def test_dvc_exp_run_with_supcon(tmp_path: Path) -> None:
     text = json.dumps(shown)
     assert '"supcon"' in text  # the experiment and its train.loss.name
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
-    assert 0.0 <= metrics["OVERALL"]["cmc"]["1"] <= 1.0
+    assert 0.0 <= metrics["cmc@1"] <= 1.0
     train = json.loads((root / "reports" / "train.json").read_text())
     assert train["global_step"] > 0 and "final_loss" in train
 

@@ -19,6 +19,7 @@ CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
 REPORTS_DIR = Path("reports")
 TRAIN_REPORT = REPORTS_DIR / "train.json"
 METRICS_REPORT = REPORTS_DIR / "metrics.json"
+CATEGORY_REPORT = REPORTS_DIR / "metrics_per_category.json"
 PER_QUERY_REPORT = REPORTS_DIR / "per_query.csv"
 IMAGES_DIR = REPORTS_DIR / "images"
 CURVES_DIR = REPORTS_DIR / "plots"

@@ -338,9 +338,6 @@ def _fit(
             report["final_loss"] = round(final_loss, 6)
         if module.skipped_batches:  # train.on_nonfinite: skip_batch
             report["skipped_batches"] = module.skipped_batches
-        if callbacks.history:  # metrics of the final weights, gathered from every rank
-            final = callbacks.history[-1]
-            report["last_validation"] = {k: v for k, v in final.items() if k != "epoch"}
         if not trainer.is_global_zero:
             return report
         weights, _ = save_extractor(module.model, root / MODELS_DIR)

@@ -24,6 +24,7 @@ from embedlab.lightning.trainer import build_trainer
 from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
 from embedlab.models import load_extractor
 from embedlab.stages.common import (
+    CATEGORY_REPORT,
     IMAGES_DIR,
     MANIFEST,
     METRICS_REPORT,
@@ -67,8 +68,37 @@ def raw_pixel_baseline(cfg: ValidateParams, dataset: DatasetQueryGallery) -> dic
     )
 
 
+def metric_reports(
+    metrics: dict[str, Any], baseline: dict[str, Any] | None
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """``metrics.json`` (the OVERALL numbers under short keys, with the raw-pixel baseline
+    beside them: what ``dvc exp show`` puts next to the params) and
+    ``metrics_per_category.json`` (each category's numbers).
+
+    >>> head, cats = metric_reports(
+    ...     {"OVERALL": {"cmc": {1: 0.9}, "n_queries": 4}, "shoes": {"cmc": {1: 0.8}}},
+    ...     {"OVERALL": {"cmc": {1: 0.7}}})
+    >>> head
+    {'cmc@1': 0.9, 'n_queries': 4.0, 'baseline/raw_pixels/cmc@1': 0.7}
+    >>> cats
+    {'shoes': {'cmc@1': 0.8}}
+    """
+
+    def short(block: dict[str, Any]) -> dict[str, float]:
+        return {k.removeprefix("x/c/"): v for k, v in metric_names({"c": block}, "x").items()}
+
+    headline = short(metrics["OVERALL"])
+    if baseline is not None:
+        headline.update(
+            {f"baseline/raw_pixels/{k}": v for k, v in short(baseline["OVERALL"]).items()}
+        )
+    per_category = {c: short(v) for c, v in metrics.items() if c != "OVERALL"}
+    return headline, per_category
+
+
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
-    """Write ``reports/metrics.json``, ``reports/per_query.csv`` and ``reports/images/``.
+    """Write ``reports/metrics.json`` (:func:`metric_reports`), ``metrics_per_category.json``,
+    ``reports/per_query.csv``, ``reports/topk.csv`` and ``reports/images/``.
 
     Ranks other than 0 of a distributed run return ``{}`` and write nothing.
     """
@@ -100,8 +130,9 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     metric, metrics, images = callback.metric, callback.last_metrics, callback.last_images
     baseline = raw_pixel_baseline(cfg, callback.dataset)
 
-    report = metrics if baseline is None else {**metrics, "baseline": {"raw_pixels": baseline}}
-    write_json(root / METRICS_REPORT, report)
+    headline, per_category = metric_reports(metrics, baseline)
+    write_json(root / METRICS_REPORT, headline)
+    write_json(root / CATEGORY_REPORT, per_category)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
         per_query_table(metric, callback.dataset).to_csv(tmp, index=False)
     with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
