@@ -20,6 +20,7 @@ REPORTS_DIR = Path("reports")
 TRAIN_REPORT = REPORTS_DIR / "train.json"
 METRICS_REPORT = REPORTS_DIR / "metrics.json"
 CATEGORY_REPORT = REPORTS_DIR / "metrics_per_category.json"
+ALL_METRICS_REPORT = REPORTS_DIR / "metrics_all.json"
 PER_QUERY_REPORT = REPORTS_DIR / "per_query.csv"
 IMAGES_DIR = REPORTS_DIR / "images"
 CURVES_DIR = REPORTS_DIR / "plots"

@@ -24,6 +24,7 @@ from embedlab.lightning.trainer import build_trainer
 from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
 from embedlab.models import load_extractor
 from embedlab.stages.common import (
+    ALL_METRICS_REPORT,
     CATEGORY_REPORT,
     IMAGES_DIR,
     MANIFEST,
@@ -68,36 +69,48 @@ def raw_pixel_baseline(cfg: ValidateParams, dataset: DatasetQueryGallery) -> dic
     )
 
 
+HEADLINE = ("cmc@1", "map@5", "map@R", "n_queries")
+"""What ``reports/metrics.json`` holds (those computed): the columns ``dvc exp show`` puts
+next to the changed params, narrow enough to fit 120 columns beside them."""
+
+
 def metric_reports(
     metrics: dict[str, Any], baseline: dict[str, Any] | None
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """``metrics.json`` (the OVERALL numbers under short keys, with the raw-pixel baseline
-    beside them: what ``dvc exp show`` puts next to the params) and
-    ``metrics_per_category.json`` (each category's numbers).
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The three metric files of validate:
 
-    >>> head, cats = metric_reports(
-    ...     {"OVERALL": {"cmc": {1: 0.9}, "n_queries": 4}, "shoes": {"cmc": {1: 0.8}}},
+    - ``metrics.json``: the :data:`HEADLINE` OVERALL numbers under short keys, with the
+      raw-pixel baseline's beside them (a DVC metric);
+    - ``metrics_per_category.json``: each category's numbers when there are two or more
+      categories (a DVC metric; ``{}`` otherwise, where it would repeat OVERALL);
+    - ``metrics_all.json``: every number, OVERALL, per category and baseline (not a DVC
+      metric: too wide for a table; ``embedlab compare`` and people read it).
+
+    >>> head, cats, full = metric_reports(
+    ...     {"OVERALL": {"cmc": {1: 0.9, 5: 1.0}, "n_queries": 4}, "shoes": {"cmc": {1: 0.8}}},
     ...     {"OVERALL": {"cmc": {1: 0.7}}})
     >>> head
     {'cmc@1': 0.9, 'n_queries': 4.0, 'baseline/raw_pixels/cmc@1': 0.7}
-    >>> cats
-    {'shoes': {'cmc@1': 0.8}}
+    >>> cats, full["OVERALL"]["cmc@5"]
+    ({}, 1.0)
     """
 
     def short(block: dict[str, Any]) -> dict[str, float]:
         return {k.removeprefix("x/c/"): v for k, v in metric_names({"c": block}, "x").items()}
 
-    headline = short(metrics["OVERALL"])
+    overall = short(metrics["OVERALL"])
+    headline = {k: overall[k] for k in HEADLINE if k in overall}
+    full = {c: short(v) for c, v in metrics.items()}
     if baseline is not None:
-        headline.update(
-            {f"baseline/raw_pixels/{k}": v for k, v in short(baseline["OVERALL"]).items()}
-        )
-    per_category = {c: short(v) for c, v in metrics.items() if c != "OVERALL"}
-    return headline, per_category
+        raw = short(baseline["OVERALL"])
+        headline.update({f"baseline/raw_pixels/{k}": raw[k] for k in HEADLINE if k in raw})
+        full["baseline/raw_pixels"] = raw
+    categories = {c: v for c, v in full.items() if c not in ("OVERALL", "baseline/raw_pixels")}
+    return headline, categories if len(categories) > 1 else {}, full
 
 
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
-    """Write ``reports/metrics.json`` (:func:`metric_reports`), ``metrics_per_category.json``,
+    """Write ``reports/metrics*.json`` (:func:`metric_reports`),
     ``reports/per_query.csv``, ``reports/topk.csv`` and ``reports/images/``.
 
     Ranks other than 0 of a distributed run return ``{}`` and write nothing.
@@ -130,9 +143,10 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     metric, metrics, images = callback.metric, callback.last_metrics, callback.last_images
     baseline = raw_pixel_baseline(cfg, callback.dataset)
 
-    headline, per_category = metric_reports(metrics, baseline)
+    headline, per_category, full = metric_reports(metrics, baseline)
     write_json(root / METRICS_REPORT, headline)
     write_json(root / CATEGORY_REPORT, per_category)
+    write_json(root / ALL_METRICS_REPORT, full)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
         per_query_table(metric, callback.dataset).to_csv(tmp, index=False)
     with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
