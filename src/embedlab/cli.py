@@ -235,6 +235,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         options=options,
         trackers=not args.no_trackers,
     )
+    return 0
 
 
 # ----------------------------------------------------------------------- convert-weights
