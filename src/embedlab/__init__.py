@@ -8,8 +8,7 @@ stays fast)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,8 +30,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'embedlab' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -15,8 +15,7 @@ topk_table`` does not load (nor depend on) the page, the statistics or git.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedlab.lazy import lazy_exports
 
 _PUBLIC = {
     "CompareOptions": "embedlab.compare.pair",
@@ -34,8 +33,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'embedlab.compare' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)

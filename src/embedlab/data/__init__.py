@@ -6,8 +6,7 @@ module that needs only the manifest does not load the datasets and samplers too.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedlab.lazy import lazy_exports
 
 _PUBLIC = {
     "BalanceSampler": "embedlab.data.samplers",
@@ -22,8 +21,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'embedlab.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)

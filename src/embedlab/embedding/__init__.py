@@ -10,8 +10,7 @@ Names are imported lazily, so ``import embedlab.embedding`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedlab.lazy import lazy_exports
 
 _PUBLIC = {
     "embed_dataset": "embedlab.embedding.inference",
@@ -29,8 +28,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'embedlab.embedding' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)
