@@ -8,13 +8,18 @@ Usage::
 
     .venv/bin/python tests/benchmarks/bench_embed.py [--repeat 3] [--image-size 32]
         [--batch-size 256] [--num-workers 0] [--model default|tiny] [--decoders]
+        [--source default|digits]
 
-``--decoders`` first times the two decoders on PNG and JPEG files of 28 and 224 px:
-PIL (``open + convert("RGB") + pil_to_tensor``) against ``torchvision.io.decode_image``.
+``--decoders`` first times the decoders on PNG and JPEG files of 28 and 224 px: PIL
+(``open + convert("RGB") + pil_to_tensor``), torchvision's public
+``read_file + decode_image``, and the pipeline's :func:`decode_uint8` (the same libpng and
+libjpeg-turbo op, called directly).
 
 ``default`` is the model of the repo's ``params.yaml`` (arch and timm kwargs, read at
 run time); ``tiny`` is the tests' 1-block model, where decoding dominates by design.
-It runs in a temporary folder on the bundled digits data (1,797 images).
+It runs in a temporary folder on the default data: the repo's ``prepare`` section
+(Fashion-MNIST, 8,000 PNG files at 28 px); ``--source digits`` takes the bundled digits
+(1,797 images, where the stage's fixed costs weigh more).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from embedlab.stages.common import MANIFEST, MODELS_DIR
 from embedlab.stages.embed import run_embed
 from embedlab.stages.prepare import run_prepare
 
-_REPO_MODEL = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train.model
+_REPO_PARAMS = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+_REPO_MODEL = _REPO_PARAMS.train.model
 MODELS = {
     "default": (
         _REPO_MODEL.arch,
@@ -58,6 +64,8 @@ def bench_decoders(repeat: int = 5) -> None:
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.functional import pil_to_tensor
+
+    from embedlab.data.datasets import decode_uint8
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,17 +87,27 @@ def bench_decoders(repeat: int = 5) -> None:
                     for path in paths:
                         decode_image(read_file(path), mode=ImageReadMode.RGB)
 
+                def with_pipeline(paths: list[str] = paths) -> None:
+                    for path in paths:
+                        decode_uint8(path)
+
                 best = {}
-                for name, fn in (("PIL", with_pil), ("torchvision.io", with_torchvision)):
+                decoders = (
+                    ("PIL", with_pil),
+                    ("torchvision.io", with_torchvision),
+                    ("decode_uint8", with_pipeline),
+                )
+                for name, fn in decoders:
                     best[name] = float("inf")
                     for _ in range(repeat):
                         started = time.perf_counter()
                         fn()
                         best[name] = min(best[name], time.perf_counter() - started)
-                pil, tv = (best[k] / len(paths) * 1e6 for k in ("PIL", "torchvision.io"))
+                pil, tv, ours = (best[k] / len(paths) * 1e6 for k, _ in decoders)
                 print(
                     f"decode {fmt} {size}px: PIL {pil:.0f} us/image, torchvision.io "
-                    f"{tv:.0f} us/image ({pil / tv:.2f}x faster)"
+                    f"{tv:.0f} us/image, decode_uint8 {ours:.0f} us/image ({pil / ours:.2f}x "
+                    "faster than PIL)"
                 )
 
 
@@ -100,16 +118,20 @@ def main() -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--model", choices=sorted(MODELS), default="default")
     parser.add_argument("--decoders", action="store_true", help="time PIL vs torchvision.io")
+    parser.add_argument("--source", choices=["default", "digits"], default="default")
     args = parser.parse_args()
     if args.decoders:
         bench_decoders()
     logging.disable(logging.INFO)
     arch, kwargs = MODELS[args.model]
+    side = kwargs.get("input_size") or kwargs.get("img_size") or 32
+    prepare = (
+        _REPO_PARAMS.prepare.model_dump()
+        if args.source == "default"
+        else {"source": "digits", "digits_image_size": side}
+    )
     raw = {
-        "prepare": {
-            "source": "digits",
-            "digits_image_size": kwargs.get("input_size") or kwargs.get("img_size") or 32,
-        },
+        "prepare": prepare,
         "embed": {"batch_size": args.batch_size, "num_workers": args.num_workers},
         "tracking": {"loggers": []},
     }
@@ -151,7 +173,8 @@ def main() -> int:
                 cpu[name] = min(cpu[name], time.process_time() - cpu_started)
 
     print(
-        f"embed benchmark: {n} images {tuple(decoded.shape[1:])}, model={args.model} {kwargs}, "
+        f"embed benchmark: {n} {params.prepare.source} images {tuple(decoded.shape[1:])}, "
+        f"model={args.model} {kwargs}, "
         f"batch_size={args.batch_size}, num_workers={args.num_workers}, "
         f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}, best of {args.repeat}"

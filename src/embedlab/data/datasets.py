@@ -10,6 +10,7 @@ lean view that embedding passes load: ``(idx, uint8 image)`` items.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -252,6 +253,24 @@ class InferenceImages(Dataset):
 
 
 _FAST_SUFFIXES = (".png", ".jpg", ".jpeg")
+_RGB = 3
+"""``torchvision.io.ImageReadMode.RGB.value``: the op takes the mode as an int."""
+
+
+@functools.cache
+def _image_decoder() -> Callable[..., torch.Tensor] | None:
+    """torchvision's registered ``image::decode_image`` op, or None without its extension.
+
+    Called directly: the public wrapper costs as much again per small image (a
+    deprecation warning and two checks on every call; torchvision 0.29 deprecated its
+    decoders in favour of TorchCodec, the op itself is unchanged).
+    """
+    try:
+        import torchvision.io  # noqa: F401  (loads the extension that registers the op)
+
+        return torch.ops.image.decode_image
+    except (ImportError, RuntimeError, AttributeError):
+        return None
 
 
 def decode_uint8(path: str) -> Any:
@@ -259,7 +278,7 @@ def decode_uint8(path: str) -> Any:
 
     torchvision's decoders (libpng, libjpeg-turbo) give the very pixels of
     ``PIL.Image.open(path).convert("RGB")`` for every 8-bit mode (1, L, LA, P, RGB, RGBA,
-    CMYK; ``tests/unit/test_image_modes.py``) at a third of the cost on small images
+    CMYK; ``tests/unit/test_image_modes.py``) at a fifth of the cost on small images
     (``tests/benchmarks/bench_embed.py --decoders``). Returns None for anything else (other
     formats, 16-bit images, unreadable files): the caller then takes the PIL path, which
     scales deep images and names the bad file.
@@ -270,12 +289,13 @@ def decode_uint8(path: str) -> Any:
     >>> decode_uint8(p).shape, decode_uint8(p).dtype
     (torch.Size([3, 2, 3]), torch.uint8)
     """
-    if not path.lower().endswith(_FAST_SUFFIXES):
+    decode = _image_decoder()
+    if decode is None or not path.lower().endswith(_FAST_SUFFIXES):
         return None
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
     try:
-        tensor = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        with open(path, "rb") as handle:
+            data = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8)
+        tensor = decode(data, _RGB, False)  # no EXIF rotation: PIL's convert() applies none
     except (RuntimeError, OSError, ValueError):
         return None
     return tensor if tensor.dtype == torch.uint8 else None

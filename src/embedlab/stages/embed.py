@@ -34,7 +34,8 @@ def run_embed(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     ranks other than 0 return ``{}``.
     """
     cfg = params.embed
-    manifest = load_manifest(root / MANIFEST)
+    # prepare probed every header; decoding names a file that went bad since (one line)
+    manifest = load_manifest(root / MANIFEST, image_check="exists")
     model = load_extractor(root / MODELS_DIR)
     dataset = DatasetWithLabels(
         manifest.df, manifest.dataset_root, eval_transform(model.preprocessing)

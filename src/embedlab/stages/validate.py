@@ -116,7 +116,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     Ranks other than 0 of a distributed run return ``{}`` and write nothing.
     """
     cfg = params.validate
-    manifest = load_manifest(root / MANIFEST)
+    # prepare probed every header; decoding names a file that went bad since (one line)
+    manifest = load_manifest(root / MANIFEST, image_check="exists")
     model = load_extractor(root / MODELS_DIR)
     loader, callback = validation_setup(
         params,
