@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,8 @@ from embedlab.registries import INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TR
 from embedlab.registry import Registry
 
 PARAMS_FILE = "params.yaml"
+MAX_SPRITE_SIDE = 8192
+"""Widest sprite TensorBoard's projector loads (pixels)."""
 
 PAIR_LOSSES = ("contrastive", "multi_similarity", "supcon")
 """Losses on pairs of embeddings: the ones a memory bank can feed."""
@@ -291,6 +294,27 @@ class BaselineParams(_Section):
     """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first."""
 
 
+class ProjectorParams(_Section):
+    max_items: int = Field(1000, ge=0)
+    """Validation items sent to the TensorBoard projector and the W&B embeddings table (a
+    seeded sample when there are more; 0 sends none)."""
+    thumbnail_size: int = Field(32, ge=4, le=256)
+    """Side of each item's picture in the sprite (letterboxed, aspect ratio kept)."""
+    seed: int | None = None
+    """Seed of the sample; null means the top-level seed."""
+
+    @model_validator(mode="after")
+    def _sprite_fits(self) -> ProjectorParams:
+        side = math.isqrt(max(self.max_items - 1, 0)) + 1
+        if side * self.thumbnail_size > MAX_SPRITE_SIDE:
+            raise ValueError(
+                f"a sprite of {self.max_items} thumbnails of {self.thumbnail_size} px is "
+                f"{side * self.thumbnail_size} px wide, over TensorBoard's {MAX_SPRITE_SIDE}: "
+                "lower max_items or thumbnail_size"
+            )
+        return self
+
+
 class ValidateParams(_Section):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -318,6 +342,7 @@ class ValidateParams(_Section):
     """``k_reciprocal``: kNN candidates of each query that are re-ranked."""
     images: ImagesParams = Field(default_factory=ImagesParams)
     baseline: BaselineParams = Field(default_factory=BaselineParams)
+    projector: ProjectorParams = Field(default_factory=ProjectorParams)
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
     @classmethod

@@ -1,4 +1,4 @@
-"""Every tracker backend read back offline after one short real train + validate.
+"""Every tracker backend read back offline after one short real train + validate + embed.
 
 The pipeline runs ONCE for the module, with all five backends active, fake credentials
 planted in the environment, and every warning and log line captured. Each backend is
@@ -18,15 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from embedlab.io import read_json
+from embedlab.stages.embed import run_embed
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.train import run_train
 from embedlab.stages.validate import run_validate
 from embedlab.tracking import read_run_ids
 from embedlab.tracking.mlflow import mlflow_name
-from embedlab.tracking.names import metric_names
+from embedlab.tracking.names import curves_and_facts, metric_names
+from embedlab.tracking.projection import sample_rows
 from tests.conftest import fast_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -53,13 +58,14 @@ class _Lines(logging.Handler):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """prepare -> train -> validate once, every backend on; what the tests need to read back."""
+    """prepare -> train -> validate -> embed once, every backend on; what the tests read back."""
     root = tmp_path_factory.mktemp("trackers")
     params = fast_params(
         tracking__loggers=BACKENDS,
         tracking__neptune={"mode": "offline"},
         tracking__wandb={"mode": "offline"},
         tracking__mlflow={"register_model": True},
+        validate__projector={"max_items": 50, "thumbnail_size": 16},  # a sample of the 900
     )
     handler = _Lines()
     logging.getLogger().addHandler(handler)
@@ -73,7 +79,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         run_prepare(params, root)
         train_report = run_train(params, root)
         metrics = run_validate(params, root)
+        embedded = run_embed(params, root)
     logging.getLogger().removeHandler(handler)
+    curves, facts = curves_and_facts(metrics)
+    # The baseline's numbers and embed's are facts too, joined in one summary.
+    baseline = read_json(root / "reports" / "metrics_all.json")["baseline/raw_pixels"]
+    facts.update({f"baseline/raw_pixels/OVERALL/{k}": v for k, v in baseline.items()})
+    facts.update({"embed/rows": float(embedded["rows"]), "embed/dim": float(embedded["dim"])})
     return {
         "root": root,
         "params": params,
@@ -81,6 +93,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "run_json": read_json(root / "reports" / "run.json"),
         "steps": train_report["global_step"],
         "final": metric_names(metrics),
+        "validation_rows": np.flatnonzero(
+            pd.read_csv(root / "data" / "prepared" / "manifest.csv")["split"] == "validation"
+        ),
+        "curves": curves,
+        "facts": facts,
         "warnings": [str(w.message) for w in caught],
         "log_lines": handler.lines,
     }
@@ -98,6 +115,9 @@ def test_one_run_per_experiment_and_no_failures(pipeline: dict[str, Any]) -> Non
 
 def test_tensorboard(pipeline: dict[str, Any]) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from embedlab.tracking.tensorboard import HPARAM_METRICS
 
     run_dir = pipeline["root"] / "logs" / "tensorboard" / pipeline["run_ids"]["tensorboard"]
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
@@ -110,17 +130,107 @@ def test_tensorboard(pipeline: dict[str, Any]) -> None:
     assert cmc[-1].value == pytest.approx(pipeline["final"]["val/OVERALL/cmc@1"])
     for key in ("val/predictions", "val/worst_queries"):
         assert [e.step for e in acc.Images(key)] == [0, steps, steps]
-    # HPARAMS view: the run's params registered together with its final metrics
+    # The page opens on curves: train/ and val/ only, no one-point cards (facts, hparam/)
+    scalars = acc.Tags()["scalars"]
+    assert {tag.split("/")[0] for tag in scalars} == {"train", "val"}
+    assert sorted(t for t in scalars if t.startswith("val/")) == sorted(pipeline["curves"])
+    assert all(len(acc.Scalars(tag)) > 1 for tag in scalars)
+    # HPARAMS view: params registered once, the headline curves as its metric columns
     plugin = acc.PluginTagToContent("hparams")
-    assert plugin, "no hparams summary"
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
     infos = [plugin_data_pb2.HParamsPluginData.FromString(v) for v in plugin.values()]
     session = next(i.session_start_info for i in infos if i.HasField("session_start_info"))
     assert session.hparams["train.optimizer.lr"].number_value == pytest.approx(0.001)
     experiment = next(i.experiment for i in infos if i.HasField("experiment"))
-    names = {m.name.tag for m in experiment.metric_infos}
-    assert "hparam/val/OVERALL/cmc@1" in names
+    assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
+    # The facts of every stage, merged: the summary file and the last summary card
+    summary = json.loads((run_dir / "summary.json").read_text())["facts"]
+    assert_facts(summary, pipeline["facts"])
+    assert set(summary) == {*pipeline["facts"], "embed/images_per_s"}
+    card = acc.Tensors("summary/text_summary")[-1].tensor_proto.string_val[0].decode()
+    for key in pipeline["facts"]:
+        assert f"| {key} |" in card
+    # PROJECTOR: a seeded sample of 50 validation items, with metadata and a sprite
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    (entry,) = config.embeddings
+    assert entry.tensor_name == f"val/embeddings:{steps:05d}"
+    vectors = np.loadtxt(run_dir / entry.tensor_path, delimiter="\t")
+    assert vectors.shape == (50, 32)
+    header, *rows = (run_dir / entry.metadata_path).read_text().splitlines()
+    assert header.split("\t") == ["row_id", "label", "category", "role", "path"]
+    validation = pipeline["validation_rows"]
+    expected = validation[sample_rows(len(validation), 50, pipeline["params"].seed)]
+    assert [int(r.split("\t")[0]) for r in rows] == expected.tolist()
+    assert Image.open(run_dir / entry.sprite.image_path).size == (8 * 16, 8 * 16)
+
+
+def test_tensorboard_server_opens_on_curves(pipeline: dict[str, Any]) -> None:
+    """A real TensorBoard serving the run: what its pages ask for, as a browser would."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logdir = pipeline["root"] / "logs" / "tensorboard"
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    statuses = ["UNKNOWN", "SUCCESS", "FAILURE", "RUNNING"]
+    allowed = [f"STATUS_{s}" for s in statuses]
+
+    def get(path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tags = get("/scalars/tags")
+                if tags:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "TensorBoard did not answer in 60 s"
+            time.sleep(0.5)
+        run = pipeline["run_ids"]["tensorboard"]
+        # Cards are grouped by the tag's first part, groups in name order: train/, val/
+        groups = sorted({tag.split("/")[0] for tag in tags[run]})
+        assert groups == ["train", "val"]
+        sessions = get(
+            "/hparams/session_groups",
+            {"startIndex": 0, "sliceSize": 10, "allowedStatuses": allowed},
+        )
+        group = next(g for g in sessions["sessionGroups"] if g["name"] == run)
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        final = pipeline["final"]["val/OVERALL/cmc@1"]
+        assert values["val/OVERALL/cmc@1"] == pytest.approx(final, abs=1e-6)
+        assert group["hparams"]["train.optimizer.lr"] == pytest.approx(0.001)
+        # the PROJECTOR tab lists the run's embeddings and serves their vectors
+        with urllib.request.urlopen(f"{base}/projector/info?run={run}", timeout=10) as answer:
+            info = json.loads(answer.read())
+        names = [e["tensorName"] for e in info["embeddings"]]
+        assert names == [f"val/embeddings:{pipeline['steps']:05d}"]
+        query = f"run={run}&name={urllib.parse.quote(names[0])}"
+        with urllib.request.urlopen(f"{base}/projector/tensor?{query}", timeout=10) as answer:
+            assert len(answer.read()) == 50 * 32 * 4  # float32 rows of the sample
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_mlflow(pipeline: dict[str, Any]) -> None:
@@ -138,12 +248,15 @@ def test_mlflow(pipeline: dict[str, Any]) -> None:
     assert run.data.tags["git_commit"]
     for key in STEP_KEYS:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(steps))
-    for name, value in pipeline["final"].items():
+    for name, value in pipeline["curves"].items():
         history = client.get_metric_history(run_id, mlflow_name(name))
         assert sorted(m.step for m in history) == [0, steps, steps], name
         assert run.data.metrics[mlflow_name(name)] == pytest.approx(value)
+    for name, value in pipeline["facts"].items():  # one value each: a runs-table column
+        history = client.get_metric_history(run_id, mlflow_name(name))
+        assert [(m.step, m.value) for m in history] == [(0, pytest.approx(value))], name
     top = {a.path for a in client.list_artifacts(run_id)}
-    assert {"extractor", "metrics.json", "summary.json", "images"} <= top
+    assert {"extractor", "metrics.json", "images"} <= top
     assert {a.path for a in client.list_artifacts(run_id, "extractor")} == {
         "extractor/extractor.safetensors",
         "extractor/extractor.json",
@@ -161,7 +274,7 @@ def test_mlflow(pipeline: dict[str, Any]) -> None:
 
 def test_wandb(pipeline: dict[str, Any]) -> None:
     run_id, steps = pipeline["run_ids"]["wandb"], pipeline["steps"]
-    rows, config, tags = wandb_history(pipeline["root"] / "logs" / "wandb", run_id)
+    rows, config, tags, summary = wandb_history(pipeline["root"] / "logs" / "wandb", run_id)
     for key in STEP_KEYS:
         assert [r["trainer/global_step"] for r in rows if key in r] == list(range(steps)), key
     cmc = [
@@ -179,6 +292,22 @@ def test_wandb(pipeline: dict[str, Any]) -> None:
     assert config["train.optimizer.lr"] == pytest.approx(0.001)
     assert config["tags.params_hash"] == pipeline["params"].short_hash()
     assert "dvc_exp_name:exp-lr-high" in tags
+    assert_facts(summary, pipeline["facts"])
+    (table,) = [r for r in rows if "val/embeddings/_type" in r]  # the embeddings table
+    assert table["val/embeddings/_type"] == "table-file"
+    assert table["trainer/global_step"] == steps
+    (path,) = folder.glob(f"*{run_id}/files/{table['val/embeddings/path']}")
+    content = json.loads(path.read_text())
+    assert content["columns"] == [
+        "row_id",
+        "label",
+        "category",
+        "role",
+        "path",
+        "image",
+        "embedding",
+    ]
+    assert len(content["data"]) == 50 and len(content["data"][0][-1]) == 32
     files = {
         p.name for p in (pipeline["root"] / "logs" / "wandb").glob(f"*{run_id}/files/artifacts/*")
     }
@@ -211,6 +340,10 @@ def test_neptune(pipeline: dict[str, Any]) -> None:
     assert assigned["parameters/train.optimizer.lr"] == pytest.approx(0.001)
     assert assigned["embedlab/tags/dvc_exp_name"] == "exp-lr-high"
     assert assigned["sys/name"] == "exp-lr-high"
+    summary = {
+        k.removeprefix("summary/"): v for k, v in assigned.items() if k.startswith("summary/")
+    }
+    assert_facts(summary, pipeline["facts"])
     uploads = {"/".join(op["path"]) for op in ops if op["type"] == "UploadFile"}
     assert uploads == {"artifacts/extractor", "artifacts/metrics"}
 
@@ -249,6 +382,12 @@ def test_credentials_never_written_or_logged(pipeline: dict[str, Any]) -> None:
 
 
 # --- readers ------------------------------------------------------------------------------
+def assert_facts(summary: dict[str, Any], facts: dict[str, float]) -> None:
+    """Every stage's facts reached the run's summary, merged (embed's speed varies)."""
+    assert {k: summary.get(k) for k in facts} == pytest.approx(facts)
+    assert summary["embed/images_per_s"] > 0
+
+
 WANDB_HEADER = 7  # ":W&B" + magic 0xBEE1 + version
 BLOCK = 32768  # LevelDB log block size
 RECORD_HEADER = 7  # crc32c (4) + length (2) + type (1)
@@ -286,12 +425,14 @@ def wandb_records(path: Path) -> Iterator[Any]:
 
 def wandb_history(
     folder: Path, run_id: str
-) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """(history rows, config, tags) of every offline folder of ``run_id`` (one per stage)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str], dict[str, Any]]:
+    """(history rows, config, tags, summary updates) of every offline folder of ``run_id``
+    (one per stage); the summary holds only what was set explicitly (``run.summary``)."""
     rows: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
     tags: list[str] = []
-    for log in sorted(folder.glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")):
+    summary: dict[str, Any] = {}
+    for log in sorted(folder.glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb")):
         for record in wandb_records(log):
             kind = record.WhichOneof("record_type")
             if kind == "history":
@@ -304,11 +445,14 @@ def wandb_history(
             elif kind == "config":
                 for item in record.config.update:
                     config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            elif kind == "summary":
+                for item in record.summary.update:
+                    summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
             elif kind == "run":  # the initial config travels with the run record
                 tags.extend(record.run.tags)
                 for item in record.run.config.update:
                     config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return rows, config, tags
+    return rows, config, tags, summary
 
 
 def neptune_operations(folder: Path, custom_run_id: str) -> list[dict[str, Any]]:
@@ -351,9 +495,9 @@ def test_raw_pixel_baseline_reaches_metrics_json_and_the_trackers(pipeline: dict
 
     key = "baseline/raw_pixels/OVERALL/cmc@1"
     run_dir = root / "logs" / "tensorboard" / pipeline["run_ids"]["tensorboard"]
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    assert [e.value for e in acc.Scalars(key)] == [pytest.approx(expected["cmc"][1])]
+    assert key not in EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]  # a fact
+    facts = json.loads((run_dir / "summary.json").read_text())["facts"]
+    assert facts[key] == pytest.approx(expected["cmc"][1])
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     run = client.get_run(pipeline["run_ids"]["mlflow"])
     assert run.data.metrics[mlflow_name(key)] == pytest.approx(expected["cmc"][1])

@@ -90,13 +90,13 @@ def test_images_are_png_files_beside_the_journal_until_acknowledged(tmp_path: Pa
     folder = tmp_path / "mlflow" / "r"
     journal = Journal.open(folder, "mlflow")
     picture = Image.new("RGB", (5, 4), (200, 10, 10))
-    record = journal.append("image", {"key": "val/predictions", "step": 7}, image=picture)
+    record = journal.append("image", {"key": "val/predictions", "step": 7}, attachment=picture)
     journal.close()
     png = folder / record.body["file"]
     assert png.is_file() and png.suffix == ".png"
     again = Journal.open(folder, "mlflow")
     (replayed,) = again.pending()
-    image = again.image(replayed)
+    image = again.attachment(replayed)
     assert image.size == (5, 4) and image.getpixel((0, 0)) == (200, 10, 10)
     again.ack(replayed.seq)
     assert not png.exists()
@@ -157,7 +157,7 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
 def test_in_memory_journal_keeps_images_as_objects() -> None:
     journal = Journal(None, "csv")
     picture = Image.new("RGB", (2, 2))
-    record = journal.append("image", {"key": "k", "step": 0}, image=picture)
-    assert journal.image(record) is picture
+    record = journal.append("image", {"key": "k", "step": 0}, attachment=picture)
+    assert journal.attachment(record) is picture
     journal.ack(record.seq)
     assert journal.pending() == []

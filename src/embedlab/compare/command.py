@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -45,14 +44,6 @@ def _sources(specs: Sequence[str], all_runs: bool, repo: Path) -> list[RunSource
             if not any(_same(found, known) for known in sources):
                 sources.append(found)
     return sources
-
-
-def _step(run: Run) -> int:
-    text = run.source.read_text("reports/train.json")
-    try:
-        return int(json.loads(text).get("global_step", 0)) if text else 0
-    except (ValueError, AttributeError, TypeError):
-        return 0
 
 
 def run_compare(
@@ -105,7 +96,7 @@ def run_compare(
         a, b = runs
         report = write_compare(a, b, out, options)
         stream.write(format_compare_table(report) + "\n")
-        if trackers and log_to_trackers(b, report, out, step=_step(b)):
+        if trackers and log_to_trackers(b, report, out):
             stream.write(f"logged to the tracker runs of {b.name}: {', '.join(b.run_ids)}\n")
     stream.write(f"page: {out / 'index.html'}\n")
     return out

@@ -57,7 +57,7 @@ def _open_hub(params: Any, root: Path, run_ids: dict[str, str]) -> Any:
     return open_trackers(params, root, stage="compare", run_ids=run_ids)
 
 
-def log_to_trackers(run_b: Run, report: dict[str, Any], out_dir: Path, step: int = 0) -> bool:
+def log_to_trackers(run_b: Run, report: dict[str, Any], out_dir: Path) -> bool:
     """Log ``report`` and the files in ``out_dir`` to run B's tracker runs; True if tried."""
     if not run_b.run_ids:
         return False
@@ -74,11 +74,11 @@ def log_to_trackers(run_b: Run, report: dict[str, Any], out_dir: Path, step: int
         if hub is None:
             return False
         try:
-            # log_metrics, not log_summary: a summary would replace validate's in some
-            # backends; these keys sit beside the run's val/ metrics instead. No params:
+            # Facts of run B (its summary, merged with validate's), not curves. No params:
             # MLflow refuses to change one, and B may be compared with several baselines
-            # (compare.json, logged below, names the baseline).
-            hub.log_metrics(compare_metrics(report), step=step)
+            # (compare.json, logged below, names the baseline; the last comparison's
+            # numbers are the summary's).
+            hub.log_summary(compare_metrics(report))
             for name in ("index.html", "compare.json"):
                 if (out_dir / name).is_file():
                     hub.log_artifact(out_dir / name)

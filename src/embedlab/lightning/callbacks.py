@@ -22,7 +22,7 @@ from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.embedding.gather import assemble, gather_batches
 from embedlab.lightning.module import TrainingDiverged, configured_lr, diverged_message
 from embedlab.metrics import EmbeddingMetrics
-from embedlab.tracking.names import metric_names
+from embedlab.tracking.names import curves_and_facts, metric_names
 from embedlab.viz import render_validation_images
 
 
@@ -145,8 +145,9 @@ class MetricValCallback(EmbeddingCollector):
         # the loggers as float32; loggers get the exact values, at the global step.
         pl_module.log_dict(names, on_epoch=True, batch_size=1, logger=False)
         if self.log_metrics and trainer.is_global_zero:
+            curves, _ = curves_and_facts(metrics)  # facts go to the summary (validate stage)
             for logger in trainer.loggers:
-                logger.log_metrics(names, step=trainer.global_step)
+                logger.log_metrics(curves, step=trainer.global_step)
         if self.on_metrics is not None:
             self.on_metrics(metrics)
         if self.log_images and trainer.is_global_zero:

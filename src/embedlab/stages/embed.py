@@ -76,8 +76,9 @@ def run_embed(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     images_per_second = len(items) / seconds if seconds > 0 else 0.0
     hub = open_trackers(params, root, stage="embed", resume=True)
     try:
+        # Facts of the run, not curves: its summary (TensorBoard: the summary text card).
         facts = {"embed/rows": len(items), "embed/dim": info.dim}
-        hub.log_metrics({**facts, "embed/images_per_s": images_per_second}, step=0)
+        hub.log_summary({**facts, "embed/images_per_s": images_per_second})
     finally:
         hub.finish()
     log.info(

@@ -34,9 +34,10 @@ from embedlab.stages.common import (
     TRAIN_REPORT,
     log,
 )
-from embedlab.stages.validation import build_metric, validation_setup
+from embedlab.stages.validation import build_metric, build_projection, validation_setup
 from embedlab.tracking import open_trackers
-from embedlab.tracking.names import metric_names
+from embedlab.tracking.names import HEADLINE as TRACKED_HEADLINE
+from embedlab.tracking.names import curves_and_facts, metric_names
 
 
 def per_query_table(metric: Any, dataset: DatasetQueryGallery) -> pd.DataFrame:
@@ -69,7 +70,7 @@ def raw_pixel_baseline(cfg: ValidateParams, dataset: DatasetQueryGallery) -> dic
     )
 
 
-HEADLINE = ("cmc@1", "map@5", "map@R", "n_queries")
+HEADLINE = (*TRACKED_HEADLINE, "n_queries")
 """What ``reports/metrics.json`` holds (those computed): the columns ``dvc exp show`` puts
 next to the changed params, narrow enough to fit 120 columns beside them."""
 
@@ -163,13 +164,27 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     )
     hub = open_trackers(params, root, stage="validate", resume=True)
     try:
-        flat = metric_names(metrics)
+        # Curves get a point at the last training step; what is the same at every
+        # validation (query counts) and the baseline are facts of the run: its summary.
+        curves, facts = curves_and_facts(metrics)
         if baseline is not None:
-            flat.update(metric_names(baseline, prefix=BASELINE_PREFIX))
-        hub.log_metrics(flat, step=step)
+            facts.update(
+                {
+                    k: v
+                    for part in curves_and_facts(baseline, BASELINE_PREFIX)
+                    for k, v in part.items()
+                }
+            )
+        hub.log_metrics(curves, step=step)
         for name, image in images.items():
             hub.log_image(f"val/{name}", image, step=step)
-        hub.log_summary(flat)
+        hub.log_summary(facts)
+        projector = cfg.projector
+        if projector.max_items and hub.takes_embeddings:
+            seed = params.seed if projector.seed is None else projector.seed
+            embeddings = metric.embeddings.numpy()
+            projection = build_projection(embeddings, callback.dataset, projector, seed)
+            hub.log_embeddings("val/embeddings", projection, step=step)
         hub.log_artifact(root / METRICS_REPORT)
     finally:
         hub.finish()

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from embedlab.config import Params, ValidateParams
+from embedlab.config import Params, ProjectorParams, ValidateParams
 from embedlab.data.datasets import DatasetQueryGallery, InferenceImages
 from embedlab.data.loaders import inference_loader
 from embedlab.data.manifest import Manifest
@@ -20,6 +21,7 @@ from embedlab.data.transforms import eval_transform
 from embedlab.errors import EmbedlabError
 from embedlab.lightning import MetricValCallback
 from embedlab.metrics import EmbeddingMetrics
+from embedlab.tracking.projection import Projection, sample_rows
 
 
 def build_metric(
@@ -97,3 +99,48 @@ def validation_setup(
         on_metrics=on_metrics,
     )
     return loader, callback
+
+
+def build_projection(
+    embeddings: np.ndarray, dataset: DatasetQueryGallery, cfg: ProjectorParams, seed: int
+) -> Projection:
+    """A seeded sample of at most ``cfg.max_items`` validation items, for the trackers'
+    embedding views: vectors, metadata (row id, label, category, role, path) and
+    letterboxed thumbnails of ``cfg.thumbnail_size`` px.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from embedlab.config import ProjectorParams
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for i in range(3):
+    ...     Image.new("RGB", (8, 4), (i, 0, 0)).save(root / f"{i}.png")
+    >>> df = pd.DataFrame({"label": [0, 0, 1], "path": ["0.png", "1.png", "2.png"],
+    ...                    "row_id": [10, 11, 12], "is_query": [1, 1, 0], "is_gallery": [0, 1, 1]})
+    >>> p = build_projection(np.eye(3, dtype=np.float32), DatasetQueryGallery(df, root),
+    ...                      ProjectorParams(max_items=3, thumbnail_size=4), seed=0)
+    >>> len(p), p.metadata["role"], p.thumbnails.shape
+    (3, ['query', 'query+gallery', 'gallery'], (3, 4, 4, 3))
+    """
+    from PIL import ImageOps
+
+    rows = sample_rows(len(dataset), cfg.max_items, seed)
+    role = np.where(
+        dataset.is_query & dataset.is_gallery,
+        "query+gallery",
+        np.where(dataset.is_query, "query", "gallery"),
+    )
+    ids = dataset.df["row_id"].to_numpy() if "row_id" in dataset.df else np.arange(len(dataset))
+    metadata = {
+        "row_id": [str(ids[i]) for i in rows],
+        "label": [str(dataset.labels[i]) for i in rows],
+        "category": [str(dataset.categories[i]) for i in rows],
+        "role": [str(role[i]) for i in rows],
+        "path": [str(dataset.paths[i]) for i in rows],
+    }
+    side = cfg.thumbnail_size
+    thumbnails = (
+        np.stack([np.asarray(ImageOps.pad(dataset.read_image(int(i)), (side, side))) for i in rows])
+        if len(rows)
+        else np.zeros((0, side, side, 3), dtype=np.uint8)
+    )
+    return Projection(np.asarray(embeddings[rows], dtype=np.float32), metadata, thumbnails)

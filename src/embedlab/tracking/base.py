@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 from embedlab.errors import EmbedlabError
 from embedlab.tracking.channel import Callbacks, Channel, SpoolSettings
 from embedlab.tracking.secrets import redact
-from embedlab.tracking.spool import Journal, Record, SpoolBusy, png_bytes, spool_key
+from embedlab.tracking.spool import Journal, Record, SpoolBusy, encode_attachment, spool_key
 from embedlab.tracking.timeout import call_with_timeout
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from embedlab.config import Params
+    from embedlab.tracking.projection import Projection
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,19 @@ class Tracker(ABC):
         """Log an image so that each step keeps its own picture."""
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
-        """Final metrics of the run (TensorBoard registers them with the hparams)."""
+        """Facts of the run, not points of a curve (query counts, the baseline, embed's
+        rows and speed): merged into the run's summary, so each stage adds its own and a
+        later value of a key replaces an earlier one."""
 
     def log_artifact(self, path: Path) -> None:  # noqa: B027 - optional hook
         """Store a file with the run where the backend stores artifacts."""
+
+    takes_embeddings: bool = False
+    """Whether :meth:`log_embeddings` does anything (the hub skips building a projection
+    when no backend takes one)."""
+
+    def log_embeddings(self, key: str, projection: Projection, step: int) -> None:  # noqa: B027
+        """Embeddings to look at (TensorBoard's projector, a W&B table); optional hook."""
 
     @abstractmethod
     def finish(self) -> None:
@@ -281,14 +291,19 @@ class TrackerHub:
         return {c.name: c.journal.pending_count for c in self.channels if not c.dead}
 
     # -- logging --------------------------------------------------------------------------------
-    def _submit(self, kind: str, body: dict[str, Any], image: Image.Image | None = None) -> None:
-        png = None
-        if image is not None and self.spool_dir is not None and self.channels:
-            png = png_bytes(image)  # once, for every backend's journal
-        for channel in self.channels:
-            if channel.dead:
-                continue
-            channel.journal.append(kind, body, image=image, png=png)
+    def _submit(
+        self, kind: str, body: dict[str, Any], attachment: Any = None, only_embeddings: bool = False
+    ) -> None:
+        channels = [
+            c
+            for c in self.channels
+            if not c.dead and (c.tracker.takes_embeddings or not only_embeddings)
+        ]
+        data = None
+        if attachment is not None and self.spool_dir is not None and channels:
+            data = encode_attachment(kind, attachment)  # once, for every backend's journal
+        for channel in channels:
+            channel.journal.append(kind, body, attachment=attachment, data=data)
             if self.strict:
                 try:
                     channel.drain()
@@ -301,7 +316,17 @@ class TrackerHub:
         self._submit("metrics", body)
 
     def log_image(self, key: str, image: Image.Image, step: int) -> None:
-        self._submit("image", {"key": key, "step": int(step)}, image=image)
+        self._submit("image", {"key": key, "step": int(step)}, attachment=image)
+
+    @property
+    def takes_embeddings(self) -> bool:
+        """True if a live backend shows embeddings (build a :class:`Projection` only then)."""
+        return any(c.tracker.takes_embeddings for c in self.channels if not c.dead)
+
+    def log_embeddings(self, key: str, projection: Projection, step: int) -> None:
+        """A sample of embeddings with metadata and thumbnails, to the backends that take it."""
+        body = {"key": key, "step": int(step), "rows": len(projection)}
+        self._submit("embeddings", body, attachment=projection, only_embeddings=True)
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self._submit("summary", {"metrics": {k: float(v) for k, v in metrics.items()}})

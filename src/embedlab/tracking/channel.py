@@ -284,7 +284,9 @@ class Channel:
                 [(r.body["metrics"], int(r.body["step"]), r.body.get("ts")) for r in batch]
             )
         elif first.kind == "image":
-            tracker.log_image(body["key"], self.journal.image(first), int(body["step"]))
+            tracker.log_image(body["key"], self.journal.attachment(first), int(body["step"]))
+        elif first.kind == "embeddings":
+            tracker.log_embeddings(body["key"], self.journal.attachment(first), int(body["step"]))
         elif first.kind == "summary":
             tracker.log_summary(body["metrics"])
         elif first.kind == "artifact":

@@ -1,4 +1,5 @@
-"""CSV backend: ``logs/csv/<run id>/metrics.csv`` (step, key, value) and PNG images.
+"""CSV backend: ``logs/csv/<run id>/metrics.csv`` (step, key, value), ``summary.json`` (the
+run's facts, merged across stages) and PNG images.
 
 Dependency-free and easy to diff; also what tests read back.
 """
@@ -45,7 +46,12 @@ class CsvTracker(Tracker):
         image.save(self.dir / "images" / f"{key.replace('/', '_')}_step{step:06d}.png")
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
-        (self.dir / "summary.json").write_text(json.dumps(dict(metrics), indent=2))
+        path = self.dir / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary.update(metrics)  # each stage adds its facts
+        tmp = path.with_name(".summary.json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(path)
 
     def finish(self) -> None:
         handle = getattr(self, "_file", None)

@@ -276,11 +276,9 @@ class MlflowTracker(Tracker):
         )
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        summary = {k: float(v) for k, v in metrics.items()}  # a JSON file takes any name
-        self._call(
-            lambda: self.client.log_dict(self.run_id, summary, "summary.json"),
-            "logging the MLflow summary",
-        )
+        # Single-valued metrics: MLflow's runs table shows them as columns to sort and
+        # compare by, and a later stage's facts add to an earlier one's.
+        self.log_metric_steps([(metrics, 0, None)])
 
     def log_artifact(self, path: Path) -> None:
         path = Path(path)

@@ -100,7 +100,8 @@ class NeptuneTracker(Tracker):
         self.run[key].append(File.as_image(image), step=step, description=f"step {step}")
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        self.run["summary"] = {k: float(v) for k, v in metrics.items()}
+        for key, value in metrics.items():  # field by field: a later stage's facts add
+            self.run[f"summary/{key}"] = float(value)
 
     def log_artifact(self, path: Path) -> None:
         from neptune.types import File

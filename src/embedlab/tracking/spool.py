@@ -4,8 +4,10 @@ One journal per backend and run, under ``logs/spool/<backend>/<run id>/``::
 
     meta.json       backend, run id (null until the run exists), what opens the run
     journal.jsonl   one JSON record a line, ``seq`` increasing: metrics (with step and
-                    time), image (a PNG beside it), params, summary, artifact (a path)
+                    time), image (a PNG beside it), embeddings (an .npz beside it),
+                    params, summary, artifact (a path)
     images/         the PNG files of image records, named by their seq
+    embeddings/     the .npz files of embeddings records (:mod:`.projection`)
     acked           the highest seq the backend acknowledged (every lower one too)
     rejected.jsonl  records the backend refused for good (a bad value), with the cause
     lock            held (``flock``) by the one process that writes and sends this journal
@@ -47,7 +49,9 @@ META = "meta.json"
 REJECTED = "rejected.jsonl"
 LOCK = "lock"
 IMAGES = "images"
-KINDS = ("metrics", "image", "params", "summary", "artifact")
+KINDS = ("metrics", "image", "embeddings", "params", "summary", "artifact")
+ATTACHED = {"image": (IMAGES, ".png"), "embeddings": ("embeddings", ".npz")}
+"""Kinds whose payload is a file beside the journal: its folder and suffix."""
 """Record kinds (``params`` is read back from older journals; params go at start)."""
 FSYNC_EVERY = 100
 """Records between two fsyncs (also at least once a second, and at close); the worker
@@ -70,12 +74,13 @@ class Record:
     seq: int
     kind: str
     body: dict[str, Any]
-    image: Image.Image | None = field(default=None, repr=False)
-    """In-memory journals keep the picture itself; durable ones reread the PNG."""
+    attachment: Any = field(default=None, repr=False)
+    """The picture or :class:`~embedlab.tracking.projection.Projection` itself, in the
+    process that logged it; a replay rereads its file."""
     line_bytes: int = 0
     """Bytes of its journal line (for the size bound and compaction)."""
-    image_bytes: int = 0
-    """Bytes of its PNG, deleted once acknowledged."""
+    file_bytes: int = 0
+    """Bytes of its payload file (PNG, npz), deleted once acknowledged."""
     queued: float = 0.0
     """``time.monotonic()`` when appended (0 for records replayed from disk: due at once)."""
 
@@ -262,13 +267,13 @@ class Journal:
         self,
         kind: str,
         body: Mapping[str, Any],
-        image: Image.Image | None = None,
-        png: bytes | None = None,
+        attachment: Any = None,
+        data: bytes | None = None,
     ) -> Record | None:
         """Journal one call and queue it; ``None`` when the spool is full (warned once).
 
-        An image record keeps ``image`` for this process and its ``png`` bytes (encoded once
-        by the caller for every backend) on disk.
+        An image or embeddings record keeps ``attachment`` for this process and its encoded
+        ``data`` (a PNG, an npz: encoded once by the caller for every backend) on disk.
         """
         assert kind in KINDS, kind
         with self.lock:
@@ -278,23 +283,25 @@ class Journal:
             seq = self._next
             self._next += 1
             fields = dict(body)
-            record = Record(seq, kind, fields, image=image, queued=time.monotonic())
+            record = Record(seq, kind, fields, attachment=attachment, queued=time.monotonic())
             if self.folder is None or self._file is None:
                 self._pending.append(record)
                 self._wake(kind)
                 return record
-            if image is not None:
-                name = f"{IMAGES}/{seq:09d}.png"
-                (self.folder / IMAGES).mkdir(exist_ok=True)
-                data = png if png is not None else png_bytes(image)
+            if attachment is not None:
+                folder, suffix = ATTACHED[kind]
+                name = f"{folder}/{seq:09d}{suffix}"
+                (self.folder / folder).mkdir(exist_ok=True)
+                if data is None:
+                    data = encode_attachment(kind, attachment)
                 (self.folder / name).write_bytes(data)
                 fields["file"] = name
-                record.image_bytes = len(data)
+                record.file_bytes = len(data)
             line = _line(seq, kind, fields)
             self._file.write(line)
             self._file.flush()  # in the OS at once: a killed process loses nothing
             record.line_bytes = len(line)
-            self._bytes += record.line_bytes + record.image_bytes
+            self._bytes += record.line_bytes + record.file_bytes
             self._unsynced += 1  # fsync'd by the backend's worker (sync_due), not here
             self._pending.append(record)
             self._wake(kind)
@@ -363,14 +370,20 @@ class Journal:
         with self.lock:
             return self._pending[0] if self._pending else None
 
-    def image(self, record: Record) -> Image.Image:
-        """The picture of an image record (from memory, or its PNG in the spool)."""
-        if record.image is not None:
-            return record.image
+    def attachment(self, record: Record) -> Any:
+        """The picture of an image record, the projection of an embeddings record (from
+        memory, or from its file in the spool)."""
+        if record.attachment is not None:
+            return record.attachment
+        assert self.folder is not None
+        path = self.folder / record.body["file"]
+        if record.kind == "embeddings":
+            from embedlab.tracking.projection import Projection
+
+            return Projection.from_bytes(path.read_bytes())
         from PIL import Image
 
-        assert self.folder is not None
-        with Image.open(self.folder / record.body["file"]) as img:
+        with Image.open(path) as img:
             img.load()
             return img.copy()
 
@@ -386,7 +399,7 @@ class Journal:
             for record in done:  # the PNG goes now, the line at the next compaction
                 if self.folder is not None and "file" in record.body:
                     (self.folder / record.body["file"]).unlink(missing_ok=True)
-                self._bytes -= record.image_bytes
+                self._bytes -= record.file_bytes
                 self._acked_bytes += record.line_bytes
             if self.folder is not None:
                 if self._file is None or time.monotonic() - self._ack_saved_at > ACK_SECONDS:
@@ -460,6 +473,11 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def encode_attachment(kind: str, attachment: Any) -> bytes:
+    """The file bytes of an image (PNG) or embeddings (npz) record."""
+    return png_bytes(attachment) if kind == "image" else attachment.to_bytes()
 
 
 def _line(seq: int, kind: str, body: Mapping[str, Any]) -> bytes:

@@ -21,6 +21,8 @@ from embedlab.tracking.base import RunInfo, Tracker, call_with_timeout
 if TYPE_CHECKING:
     from PIL import Image
 
+    from embedlab.tracking.projection import Projection
+
 LOG_DIR = Path("logs")
 """wandb adds its own ``wandb/`` folder below this one."""
 STEP_KEY = "trainer/global_step"
@@ -50,6 +52,7 @@ class WandbTracker(Tracker):
     """Logs through an explicit ``Run`` object (``reinit="create_new"``, no global run)."""
 
     name = "wandb"
+    takes_embeddings = True
 
     def start(self, run: RunInfo) -> str:
         import wandb
@@ -96,6 +99,24 @@ class WandbTracker(Tracker):
         import wandb
 
         self.run.log({key: wandb.Image(image, caption=f"step {step}"), STEP_KEY: step})
+
+    def log_embeddings(self, key: str, projection: Projection, step: int) -> None:
+        # A table with an embedding column: W&B's 2D projection panel plots it, the
+        # thumbnails show on hover.
+        import wandb
+
+        columns = [*projection.columns, "embedding"]
+        thumbs = projection.thumbnails
+        if thumbs is not None:
+            columns.insert(len(projection.columns), "image")
+        data = []
+        for i, row in enumerate(projection.rows()):
+            cells: list[Any] = list(row)
+            if thumbs is not None:
+                cells.append(wandb.Image(thumbs[i]))
+            cells.append(projection.embeddings[i].tolist())
+            data.append(cells)
+        self.run.log({key: wandb.Table(columns=columns, data=data), STEP_KEY: step})
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self.run.summary.update({k: float(v) for k, v in metrics.items()})
