@@ -31,7 +31,7 @@ from embedlab.stages.train import run_train
 from embedlab.stages.validate import run_validate
 from embedlab.tracking import read_run_ids
 from embedlab.tracking.mlflow import mlflow_name
-from embedlab.tracking.names import metric_names
+from embedlab.tracking.names import curves_and_facts, metric_names
 from embedlab.tracking.spool import spool_entries
 from tests.conftest import fast_params
 
@@ -210,10 +210,15 @@ def test_server_down_after_the_first_epoch_loses_nothing(server: Server, workdir
     csv_rows = next((workdir / "logs" / "csv").glob("*/metrics.csv")).read_text().splitlines()
     validations = sorted(int(r.split(",")[0]) for r in csv_rows if ",val/OVERALL/cmc@1," in r)
     assert len(validations) == report["epochs"] + 2
-    for name in metric_names(metrics):
+    curves, facts = curves_and_facts(metrics)
+    for name in curves:
         key = mlflow_name(name)
         logged = server.get("metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
         assert sorted(m["step"] for m in logged) == validations, name
+    for name, value in facts.items():  # the run's facts: one value each, exactly once
+        key = mlflow_name(name)
+        logged = server.get("metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        assert [(m["step"], m["value"]) for m in logged] == [(0, value)], name
     final = metric_names(metrics)["val/OVERALL/cmc@1"]
     latest = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert latest[mlflow_name("val/OVERALL/cmc@1")] == pytest.approx(final)
