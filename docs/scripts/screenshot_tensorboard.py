@@ -73,7 +73,10 @@ def main(repo: Path) -> None:
     run_id = json.loads((repo / "reports" / "run.json").read_text())["run_ids"]["tensorboard"]
     logdir = repo / "logs" / "tensorboard" / run_id
     port = free_port()
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", f"{run_id}:{logdir}"]
+    # One run on show: a folder holding only a link to it (the projector needs --logdir).
+    shown = Path(tempfile.mkdtemp())
+    (shown / run_id).symlink_to(logdir, target_is_directory=True)
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(shown)]
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
         stdout=subprocess.DEVNULL,
@@ -89,6 +92,7 @@ def main(repo: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(shown)
 
 
 if __name__ == "__main__":
