@@ -11,6 +11,7 @@ lean view that embedding passes load: ``(idx, uint8 image)`` items.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -273,6 +274,18 @@ def _image_decoder() -> Callable[..., torch.Tensor] | None:
         return None
 
 
+def _read_bytes(path: str) -> bytearray | None:
+    """The whole file in one writable buffer (``torch.frombuffer`` wants one), or None if
+    it changed size while read. ``os.open`` + ``readv``: half the cost of ``open().read()``
+    on small files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = bytearray(os.fstat(fd).st_size)
+        return data if os.readv(fd, [data]) == len(data) else None
+    finally:
+        os.close(fd)
+
+
 def decode_uint8(path: str) -> Any:
     """A PNG or JPEG file as a ``uint8`` RGB ``[3, H, W]`` tensor, decoded without PIL.
 
@@ -293,9 +306,10 @@ def decode_uint8(path: str) -> Any:
     if decode is None or not path.lower().endswith(_FAST_SUFFIXES):
         return None
     try:
-        with open(path, "rb") as handle:
-            data = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8)
-        tensor = decode(data, _RGB, False)  # no EXIF rotation: PIL's convert() applies none
-    except (RuntimeError, OSError, ValueError):
+        data = _read_bytes(path)
+        if data is None:
+            return None
+        tensor = decode(torch.frombuffer(data, dtype=torch.uint8), _RGB, False)  # no EXIF turn
+    except (RuntimeError, OSError, ValueError):  # PIL's convert() applies none either
         return None
     return tensor if tensor.dtype == torch.uint8 else None
