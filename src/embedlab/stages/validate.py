@@ -168,13 +168,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         # validation (query counts) and the baseline are facts of the run: its summary.
         curves, facts = curves_and_facts(metrics)
         if baseline is not None:
-            facts.update(
-                {
-                    k: v
-                    for part in curves_and_facts(baseline, BASELINE_PREFIX)
-                    for k, v in part.items()
-                }
-            )
+            for part in curves_and_facts(baseline, BASELINE_PREFIX):
+                facts.update(part)  # every number of the baseline is a fact
         hub.log_metrics(curves, step=step)
         for name, image in images.items():
             hub.log_image(f"val/{name}", image, step=step)
