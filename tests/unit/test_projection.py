@@ -121,3 +121,33 @@ def test_sample_is_seeded_and_bounded() -> None:
 def test_a_sprite_too_wide_for_tensorboard_is_refused_by_name() -> None:
     with pytest.raises(EmbedlabError, match=r"validate\.projector.*8192"):
         parse_params({"validate": {"projector": {"max_items": 100_000, "thumbnail_size": 64}}})
+
+
+def test_projection_of_validation_items_keeps_their_ids_and_class_names(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from embedlab.config import ProjectorParams
+    from embedlab.data.datasets import DatasetQueryGallery
+    from embedlab.stages.validation import build_projection
+
+    for i in range(6):
+        Image.new("L", (6, 3), 40 * i).save(tmp_path / f"{i}.png")
+    df = pd.DataFrame(
+        {
+            "label": [0, 0, 1, 1, 2, 2],
+            "path": [f"{i}.png" for i in range(6)],
+            "row_id": [100 + i for i in range(6)],
+            "class_name": ["boot", "boot", "bag", "bag", "shirt", "shirt"],
+        }
+    )
+    embeddings = np.arange(12, dtype=np.float32).reshape(6, 2)
+    cfg = ProjectorParams(max_items=4, thumbnail_size=6, seed=1)
+    projection = build_projection(embeddings, DatasetQueryGallery(df, tmp_path), cfg, seed=0)
+    rows = sample_rows(6, 4, seed=1)  # the projector's own seed wins over the run's
+    assert projection.metadata["row_id"] == [str(100 + i) for i in rows]
+    assert projection.metadata["class_name"] == [df["class_name"][i] for i in rows]
+    np.testing.assert_array_equal(projection.embeddings, embeddings[rows])
+    # a 6x3 image letterboxed into 6x6: its pixels in the middle rows, black bars around
+    thumb = projection.thumbnails[0]
+    assert thumb.shape == (6, 6, 3)
+    assert (thumb[0] == 0).all() and (thumb[2:4] == 40 * rows[0]).all()

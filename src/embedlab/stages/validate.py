@@ -176,9 +176,8 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         hub.log_summary(facts)
         projector = cfg.projector
         if projector.max_items and hub.takes_embeddings:
-            seed = params.seed if projector.seed is None else projector.seed
             embeddings = metric.embeddings.numpy()
-            projection = build_projection(embeddings, callback.dataset, projector, seed)
+            projection = build_projection(embeddings, callback.dataset, projector, params.seed)
             hub.log_embeddings("val/embeddings", projection, step=step)
         hub.log_artifact(root / METRICS_REPORT)
     finally:

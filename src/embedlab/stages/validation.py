@@ -104,8 +104,9 @@ def validation_setup(
 def build_projection(
     embeddings: np.ndarray, dataset: DatasetQueryGallery, cfg: ProjectorParams, seed: int
 ) -> Projection:
-    """A seeded sample of at most ``cfg.max_items`` validation items, for the trackers'
-    embedding views: vectors, metadata (row id, label, category, role, path) and
+    """A sample of at most ``cfg.max_items`` validation items (seeded by ``cfg.seed``, else
+    by the run's ``seed``) for the trackers' embedding views: vectors, metadata (row id,
+    label, category, role, path, and ``class_name`` when the manifest has it) and
     letterboxed thumbnails of ``cfg.thumbnail_size`` px.
 
     >>> import tempfile, pathlib
@@ -123,7 +124,7 @@ def build_projection(
     """
     from PIL import ImageOps
 
-    rows = sample_rows(len(dataset), cfg.max_items, seed)
+    rows = sample_rows(len(dataset), cfg.max_items, seed if cfg.seed is None else cfg.seed)
     role = np.where(
         dataset.is_query & dataset.is_gallery,
         "query+gallery",
@@ -137,6 +138,9 @@ def build_projection(
         "role": [str(role[i]) for i in rows],
         "path": [str(dataset.paths[i]) for i in rows],
     }
+    if "class_name" in dataset.df:  # what people label points by, where the source has it
+        names = dataset.df["class_name"].to_numpy()
+        metadata["class_name"] = [str(names[i]) for i in rows]
     side = cfg.thumbnail_size
     thumbnails = (
         np.stack([np.asarray(ImageOps.pad(dataset.read_image(int(i)), (side, side))) for i in rows])
