@@ -18,14 +18,19 @@ Memory: two 65,536-bin histograms, the positives and one distance block.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
-from embedlab.retrieval.distance import auto_chunk_size, pairwise_dist
+from embedlab.retrieval.distance import (
+    _KeyMatcher,
+    auto_chunk_size,
+    exclusion_matchers,
+    pairwise_dist,
+)
 
 __all__ = ["calc_fnmr_at_fmr", "calc_fnmr_at_fmr_chunked"]
 
@@ -53,17 +58,14 @@ def _check_fmr(fmr_vals: Sequence[float]) -> None:
 
 
 def _blocks(
-    queries,
-    gallery,
-    query_labels,
-    gallery_labels,
-    metric,
-    chunk_size,
-    query_ids,
-    gallery_ids,
-    query_sequence,
-    gallery_sequence,
-):
+    queries: Tensor,
+    gallery: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    metric: str,
+    chunk_size: int | None,
+    exclusions: list[_KeyMatcher],
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(distances, positive mask, negative mask)`` per chunk of query rows."""
     rows = chunk_size or auto_chunk_size(gallery.shape[0])
     g = gallery.detach().to(torch.float32)
@@ -71,11 +73,9 @@ def _blocks(
         stop = min(start + rows, queries.shape[0])
         dist = pairwise_dist(queries[start:stop].detach().to(torch.float32), g, metric) + 0.0
         admissible = torch.ones_like(dist, dtype=torch.bool)
-        if query_ids is not None and gallery_ids is not None:
-            admissible &= query_ids[start:stop].unsqueeze(1) != gallery_ids.unsqueeze(0)
-        if query_sequence is not None and gallery_sequence is not None:
-            seq = query_sequence[start:stop].unsqueeze(1)
-            admissible &= ~((seq == gallery_sequence.unsqueeze(0)) & (seq >= 0))
+        for matcher in exclusions:
+            if matcher.active:
+                admissible &= ~matcher.dense(start, stop).to(dist.device)
         same = query_labels[start:stop].unsqueeze(1) == gallery_labels.unsqueeze(0)
         yield dist, admissible & same, admissible & ~same
 
@@ -111,18 +111,10 @@ def calc_fnmr_at_fmr_chunked(
     """
     del progress
     _check_fmr(fmr_vals)
-    args = (
-        queries,
-        gallery,
-        query_labels,
-        gallery_labels,
-        metric,
-        chunk_size,
-        query_ids,
-        gallery_ids,
-        query_sequence,
-        gallery_sequence,
+    exclusions = exclusion_matchers(
+        query_ids, gallery_ids, query_sequence, gallery_sequence, len(queries), len(gallery)
     )
+    args = (queries, gallery, query_labels, gallery_labels, metric, chunk_size, exclusions)
     high_hist = torch.zeros(_BINS, dtype=torch.int64)
     positives = []
     for dist, pos, neg in _blocks(*args):

@@ -209,14 +209,9 @@ def knn(
         return out_dist, out_idx
 
     g_aug = augment(gallery.detach().to(device, torch.float32), metric, side="gallery")
-    exclusions = [
-        _KeyMatcher(
-            query_ids, gallery_ids, "query_ids", n_queries, n_gallery, ignore_negative=False
-        ),
-        _KeyMatcher(
-            query_sequence, gallery_sequence, "sequence", n_queries, n_gallery, ignore_negative=True
-        ),
-    ]
+    exclusions = exclusion_matchers(
+        query_ids, gallery_ids, query_sequence, gallery_sequence, n_queries, n_gallery
+    )
     rows_per_chunk = chunk_size or auto_chunk_size(n_gallery)
     k_eff = min(k, n_gallery)
     starts = range(0, n_queries, rows_per_chunk)
@@ -278,6 +273,26 @@ def augment(x: Tensor, metric: str, *, side: Literal["query", "gallery"]) -> Ten
     if side == "query":
         return torch.cat([x, norm, ones], dim=1)
     return torch.cat([-2 * x, ones, norm], dim=1)
+
+
+def exclusion_matchers(
+    query_ids: Tensor | None,
+    gallery_ids: Tensor | None,
+    query_sequence: Tensor | None,
+    gallery_sequence: Tensor | None,
+    n_queries: int,
+    n_gallery: int,
+) -> list[_KeyMatcher]:
+    """The pairs that are not admissible: the query itself (equal ids) and its sequence
+    (equal codes ``>= 0``), as :func:`knn` excludes them. Inactive when a side is None."""
+    return [
+        _KeyMatcher(
+            query_ids, gallery_ids, "query_ids", n_queries, n_gallery, ignore_negative=False
+        ),
+        _KeyMatcher(
+            query_sequence, gallery_sequence, "sequence", n_queries, n_gallery, ignore_negative=True
+        ),
+    ]
 
 
 class _KeyMatcher:
@@ -393,13 +408,8 @@ def _knn_symmetric(
 ) -> tuple[Tensor, Tensor]:
     from embedlab.retrieval.symmetric import knn_symmetric
 
-    exclusions = []
     n_items = items.shape[0]
-    for keys, name, ignore_negative in ((ids, "query_ids", False), (sequence, "sequence", True)):
-        if keys is not None:
-            exclusions.append(
-                _KeyMatcher(keys, keys, name, n_items, n_items, ignore_negative=ignore_negative)
-            )
+    exclusions = exclusion_matchers(ids, ids, sequence, sequence, n_items, n_items)
     return knn_symmetric(items, k, metric, chunk_size, exclusions, progress=progress)
 
 

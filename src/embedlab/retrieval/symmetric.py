@@ -170,7 +170,8 @@ class _TileExclusions:
                 upper = rows // side <= cols // side
                 rows_parts.append(rows[upper])
                 cols_parts.append(cols[upper])
-        device = matchers[0].query_keys.device if self.dense or rows_parts else None
+        active = [m for m in matchers if m.active]
+        device = active[0].query_keys.device if active else None
         if rows_parts:
             rows = torch.cat(rows_parts)
             cols = torch.cat(cols_parts)
