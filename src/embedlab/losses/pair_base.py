@@ -15,21 +15,12 @@ from torch import Tensor, nn
 
 from embedlab.errors import EmbedlabError
 from embedlab.miners.pairs import PairMiner, Pairs, all_pairs, triplets_to_pairs
-from embedlab.miners.triplets import Miner, Triplets
+from embedlab.miners.triplets import Miner, Triplets, check_batch
 
 
 def check_embeddings(embeddings: Tensor, labels: Tensor, where: str) -> Tensor:
     """Labels as a 1-D long tensor on the embeddings' device, shapes checked."""
-    if embeddings.ndim != 2:
-        raise EmbedlabError(
-            f"{where}: expected embeddings of shape [batch, dim], got {tuple(embeddings.shape)}"
-        )
-    labels = torch.as_tensor(labels, device=embeddings.device).reshape(-1)
-    if labels.numel() != embeddings.shape[0]:
-        raise EmbedlabError(
-            f"{where}: got {embeddings.shape[0]} embedding rows but {labels.numel()} labels"
-        )
-    return labels.long()
+    return check_batch(embeddings, labels, where, noun="embedding").long()
 
 
 def zero_loss(embeddings: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from embedlab.errors import EmbedlabError
 from embedlab.miners.pairs import PairMiner, Pairs, all_pairs
-from embedlab.miners.triplets import _check_batch
+from embedlab.miners.triplets import check_batch
 from embedlab.retrieval.distance import pairwise_dist
 
 
@@ -49,10 +49,10 @@ class MultiSimilarityMiner(PairMiner):
         ref_labels: Tensor | None = None,
     ) -> Pairs:
         """Return the kept ``(a1, p, a2, n)`` pairs (indices into ``features`` / the reference)."""
-        labels = _check_batch(features, labels)
+        labels = check_batch(features, labels)
         same_batch = ref_features is None
         ref = features if ref_features is None else ref_features
-        ref_lab = labels if ref_labels is None else _check_batch(ref, ref_labels)
+        ref_lab = labels if ref_labels is None else check_batch(ref, ref_labels)
         # PML's CosineSimilarity: a plain product of the L2-normalised rows.
         sim = 1 - pairwise_dist(features, ref, "cosine")
         a1, p, a2, n = all_pairs(labels, None if same_batch else ref_lab)

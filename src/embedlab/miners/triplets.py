@@ -35,16 +35,19 @@ class Miner(ABC):
         """Return index tensors ``(anchors, positives, negatives)`` for the batch."""
 
 
-def _check_batch(features: Tensor, labels: Tensor) -> Tensor:
-    """Validate shapes and return labels as a 1-D tensor on the features' device."""
+def check_batch(
+    features: Tensor, labels: Tensor, where: str = "miner", noun: str = "feature"
+) -> Tensor:
+    """Validate shapes and return labels as a 1-D tensor on the features' device (the
+    losses' check too, with their own ``where`` and ``noun``)."""
     if features.ndim != 2:
         raise EmbedlabError(
-            f"miner expects features of shape [batch, dim], got {tuple(features.shape)}"
+            f"{where}: expected {noun}s of shape [batch, dim], got {tuple(features.shape)}"
         )
     labels = torch.as_tensor(labels, device=features.device).reshape(-1)
     if labels.numel() != features.shape[0]:
         raise EmbedlabError(
-            f"miner got {features.shape[0]} feature rows but {labels.numel()} labels"
+            f"{where}: got {features.shape[0]} {noun} rows but {labels.numel()} labels"
         )
     return labels
 
@@ -116,7 +119,7 @@ class AllTripletsMiner(Miner):
 
     def sample(self, features: Tensor, labels: Tensor) -> Triplets:
         """Return ``(anchors, positives, negatives)`` index tensors; see the class docstring."""
-        labels = _check_batch(features, labels)
+        labels = check_batch(features, labels)
         device = labels.device
         is_pos, is_neg = _positive_negative_masks(labels)
         n_pos = is_pos.sum(dim=1)
@@ -168,7 +171,7 @@ class HardTripletsMiner(Miner):
 
     def sample(self, features: Tensor, labels: Tensor) -> Triplets:
         """Return ``(anchors, positives, negatives)`` index tensors; see the class docstring."""
-        labels = _check_batch(features, labels)
+        labels = check_batch(features, labels)
         is_pos, is_neg = _positive_negative_masks(labels)
         with torch.no_grad():
             feats = features.detach().float()
