@@ -221,8 +221,7 @@ def test_tensorboard_server_opens_on_curves(pipeline: dict[str, Any]) -> None:
         assert values["val/OVERALL/cmc@1"] == pytest.approx(final, abs=1e-6)
         assert group["hparams"]["train.optimizer.lr"] == pytest.approx(0.001)
         # the PROJECTOR tab lists the run's embeddings and serves their vectors
-        with urllib.request.urlopen(f"{base}/projector/info?run={run}", timeout=10) as answer:
-            info = json.loads(answer.read())
+        info = get(f"/projector/info?run={run}")
         names = [e["tensorName"] for e in info["embeddings"]]
         assert names == [f"val/embeddings:{pipeline['steps']:05d}"]
         query = f"run={run}&name={urllib.parse.quote(names[0])}"

@@ -291,13 +291,11 @@ class TrackerHub:
         return {c.name: c.journal.pending_count for c in self.channels if not c.dead}
 
     # -- logging --------------------------------------------------------------------------------
-    def _submit(
-        self, kind: str, body: dict[str, Any], attachment: Any = None, only_embeddings: bool = False
-    ) -> None:
+    def _submit(self, kind: str, body: dict[str, Any], attachment: Any = None) -> None:
         channels = [
             c
             for c in self.channels
-            if not c.dead and (c.tracker.takes_embeddings or not only_embeddings)
+            if not c.dead and (kind != "embeddings" or c.tracker.takes_embeddings)
         ]
         data = None
         if attachment is not None and self.spool_dir is not None and channels:
@@ -326,7 +324,7 @@ class TrackerHub:
     def log_embeddings(self, key: str, projection: Projection, step: int) -> None:
         """A sample of embeddings with metadata and thumbnails, to the backends that take it."""
         body = {"key": key, "step": int(step), "rows": len(projection)}
-        self._submit("embeddings", body, attachment=projection, only_embeddings=True)
+        self._submit("embeddings", body, attachment=projection)
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         self._submit("summary", {"metrics": {k: float(v) for k, v in metrics.items()}})
