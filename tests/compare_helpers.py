@@ -80,7 +80,8 @@ def per_query_frame(
     shown_labels: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """validate's ``per_query_table`` for data whose row ids are the positions."""
-    positions = metric.query_positions[metric.valid_queries].tolist()
+    results = metric.results
+    positions = results.query_positions[results.valid_queries].tolist()
     table = pd.DataFrame(
         {
             "row_id": positions,
@@ -115,7 +116,7 @@ def make_run(
         root / "reports" / "per_query.csv", index=False
     )
     if topk:
-        topk_table(metric, top_k=5).to_csv(root / "reports" / "topk.csv", index=False)
+        topk_table(metric.results, top_k=5).to_csv(root / "reports" / "topk.csv", index=False)
     (root / "params.yaml").write_text(yaml.safe_dump(params or {"seed": 0}))
     return root
 

@@ -328,8 +328,10 @@ class ValidateParams(_Section):
     fnmr_fmr: list[float] = Field(default_factory=list)
     """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,
     two extra passes over all query x gallery distances."""
-    postprocess: Literal["none", "aqe", "k_reciprocal"] = "none"
-    """Re-ranking reported beside the plain metrics (``aqe/cmc@1``, ``k_reciprocal/cmc@1``)."""
+    postprocess: list[Literal["aqe", "k_reciprocal"]] = Field(default_factory=list)
+    """Post-processors applied in order to the ranking; the metrics after each step are
+    reported beside the plain ones (``aqe/cmc@1``, then ``aqe+k_reciprocal/cmc@1``). A
+    single name or ``none`` is read as a list of one or none."""
     aqe_k: int = Field(2, ge=0)
     """``aqe``: nearest gallery items averaged into each query."""
     k1: int = Field(20, ge=1)
@@ -343,6 +345,13 @@ class ValidateParams(_Section):
     images: ImagesParams = Field(default_factory=ImagesParams)
     baseline: BaselineParams = Field(default_factory=BaselineParams)
     projector: ProjectorParams = Field(default_factory=ProjectorParams)
+
+    @field_validator("postprocess", mode="before")
+    @classmethod
+    def _postprocess_list(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, str) else value
 
     @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
     @classmethod

@@ -24,12 +24,12 @@ import pytest
 from PIL import Image
 
 from embedlab.io import read_json
+from embedlab.metrics.names import mlflow_name
 from embedlab.stages.embed import run_embed
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.train import run_train
 from embedlab.stages.validate import run_validate
 from embedlab.tracking import read_run_ids
-from embedlab.tracking.mlflow import mlflow_name
 from embedlab.tracking.names import curves_and_facts, metric_names
 from embedlab.tracking.projection import sample_rows
 from tests.conftest import fast_params

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from embedlab.metrics import EmbeddingMetrics
-from embedlab.metrics.baseline import raw_pixel_matrix, raw_pixel_metrics
+from embedlab.metrics import MetricOptions
+from embedlab.metrics.baseline import raw_pixel_matrix, raw_pixel_table
+from embedlab.retrieval import QueryGallery
 
 VALUES = [0, 20, 30, 100, 130, 250]
 LABELS = [0, 0, 1, 1, 2, 2]
@@ -19,14 +20,10 @@ def _grey(values: list[int], size: tuple[int, int] = (3, 2)) -> list[Image.Image
     return [Image.new("L", size, v).convert("RGB") for v in values]
 
 
-def _batch(labels: list[int]) -> dict:
+def _items(labels: list[int]) -> QueryGallery:
+    """The model's query/gallery value: its embeddings are what the baseline replaces."""
     n = len(labels)
-    return {
-        "labels": torch.tensor(labels),
-        "is_query": torch.ones(n, dtype=torch.bool),
-        "is_gallery": torch.ones(n, dtype=torch.bool),
-        "categories": ["c"] * n,
-    }
+    return QueryGallery.from_columns(torch.randn(n, 4), labels, categories=["c"] * n)
 
 
 def _by_hand(pixels: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
@@ -48,8 +45,8 @@ def _by_hand(pixels: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]
 
 def test_raw_pixels_score_like_a_kNN_computed_by_hand() -> None:
     images = _grey(VALUES)
-    metric = EmbeddingMetrics(cmc_top_k=(1, 2), precision_top_k=(2,), map_top_k=(2,))
-    result = raw_pixel_metrics(metric, images.__getitem__, _batch(LABELS))["OVERALL"]
+    options = MetricOptions(cmc_top_k=(1, 2), precision_top_k=(2,), map_top_k=(2,))
+    result = raw_pixel_table(_items(LABELS), images.__getitem__, options).metrics["OVERALL"]
     # nearest neighbours: 0->20 (same label), 20->30, 30->20, 100->130, 130->100 (all
     # wrong), 250->130 (same): cmc@1 = 2/6
     assert result["cmc"][1] == pytest.approx(1 / 3)
@@ -66,8 +63,8 @@ def test_random_colour_images_match_the_hand_kNN_on_every_pixel() -> None:
     arrays = rng.integers(0, 256, size=(12, 4, 5, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, size=12).tolist()
     images = [Image.fromarray(a, mode="RGB") for a in arrays]
-    metric = EmbeddingMetrics(cmc_top_k=(1, 3), precision_top_k=(3,), map_top_k=(3,))
-    result = raw_pixel_metrics(metric, images.__getitem__, _batch(labels))["OVERALL"]
+    options = MetricOptions(cmc_top_k=(1, 3), precision_top_k=(3,), map_top_k=(3,))
+    result = raw_pixel_table(_items(labels), images.__getitem__, options).metrics["OVERALL"]
     pixels = arrays.astype(np.float64).reshape(12, -1) / 255.0  # all three channels count
     expected = _by_hand(pixels, np.array(labels), k=3)
     assert result["cmc"][1] == pytest.approx(expected["cmc1"])

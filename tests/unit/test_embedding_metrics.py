@@ -58,16 +58,16 @@ def test_hand_computed_metrics_overall_and_per_category() -> None:
     out = compute(metric, tiny_batch())
     # queries 0..5 except 3; query 5 has no relevant item.
     # q0 -> [1 rel, 2]; q1 -> [0 rel, 2] (tie at 1: index order); q2 -> [1, 0]; q4 -> [5, 3]
-    assert metric.query_positions.tolist() == [0, 1, 2, 4, 5]
-    assert metric.knn_indices.tolist() == [[1, 2], [0, 2], [1, 0], [5, 3], [3, 4]]
-    assert metric.relevance[:4].tolist() == [
+    assert metric.results.query_positions.tolist() == [0, 1, 2, 4, 5]
+    assert metric.results.retrieved.tolist() == [[1, 2], [0, 2], [1, 0], [5, 3], [3, 4]]
+    assert metric.results.relevance[:4].tolist() == [
         [True, False],
         [True, False],
         [False, False],
         [False, False],
     ]
-    assert metric.n_relevant.tolist() == [2, 2, 1, 1, 0]
-    assert metric.valid_queries.tolist() == [True, True, True, True, False]
+    assert metric.results.n_relevant.tolist() == [2, 2, 1, 1, 0]
+    assert metric.results.valid_queries.tolist() == [True, True, True, True, False]
     assert out[OVERALL] == {
         "cmc": {1: 0.5, 2: 0.5},
         "precision": {2: 0.25},
@@ -107,16 +107,16 @@ def test_query_without_relevant_item_warns_with_the_count() -> None:
 def test_a_query_never_retrieves_itself() -> None:
     metric = small_metric(cmc_top_k=(10,))
     compute(metric, tiny_batch())
-    for number, position in enumerate(metric.query_positions.tolist()):
-        assert position not in metric.knn_indices[number].tolist()
+    for number, position in enumerate(metric.results.query_positions.tolist()):
+        assert position not in metric.results.retrieved[number].tolist()
 
 
 def test_k_larger_than_gallery_uses_what_exists() -> None:
     metric = small_metric(cmc_top_k=(1, 10), precision_top_k=(10,), map_top_k=(10,))
     out = compute(metric, tiny_batch())
-    assert metric.knn_indices.shape == (5, 10)
-    assert metric.knn_indices[0, 5:].tolist() == [-1] * 5  # 5 admissible gallery items
-    assert math.isinf(metric.knn_distances[0, 5])
+    assert metric.results.retrieved.shape == (5, 10)
+    assert metric.results.retrieved[0, 5:].tolist() == [-1] * 5  # 5 admissible gallery items
+    assert math.isinf(metric.results.distances[0, 5])
     # q2 (label 1) finds item 4 at rank 5: cmc@10 = 1, precision = 1/min(10, 1) = 1, map = 1/5.
     assert metric.metrics_unreduced[OVERALL]["cmc"][10].tolist() == [1.0, 1.0, 1.0, 1.0]
     assert metric.metrics_unreduced[OVERALL]["map"][10][2].item() == pytest.approx(1 / 5)
@@ -128,9 +128,9 @@ def test_same_sequence_items_are_neither_retrieved_nor_counted() -> None:
     metric = small_metric(sequence_key="sequence")
     compute(metric, tiny_batch(sequence=sequences))
     # q0 may not see item 1: [2, 3], relevant only at rank 2, n_relevant = 1 (item 3).
-    assert metric.knn_indices[0].tolist() == [2, 3]
-    assert metric.relevance[0].tolist() == [False, True]
-    assert metric.n_relevant[:2].tolist() == [1, 1]
+    assert metric.results.retrieved[0].tolist() == [2, 3]
+    assert metric.results.relevance[0].tolist() == [False, True]
+    assert metric.results.n_relevant[:2].tolist() == [1, 1]
     unreduced = metric.metrics_unreduced[OVERALL]
     assert (unreduced["cmc"][1][0].item(), unreduced["cmc"][2][0].item()) == (0.0, 1.0)
     assert unreduced["precision"][2][0].item() == 1.0
@@ -148,10 +148,10 @@ def test_permuted_and_duplicated_arrival_gives_identical_results() -> None:
         shuffled, tiny_batch([5, 3, 1, 5], paths=paths), tiny_batch([4, 2, 0, 0], paths=paths)
     )
     assert got == expected
-    assert torch.equal(shuffled.knn_indices, reference.knn_indices)
-    assert torch.equal(shuffled.knn_distances, reference.knn_distances)
+    assert torch.equal(shuffled.results.retrieved, reference.results.retrieved)
+    assert torch.equal(shuffled.results.distances, reference.results.distances)
     assert shuffled.extra["paths"] == paths
-    assert shuffled.indices is not None and shuffled.indices.tolist() == list(range(6))
+    assert shuffled.query_gallery.row_ids.tolist() == list(range(6))
 
 
 def test_num_samples_mismatch_warns() -> None:
@@ -165,7 +165,7 @@ def test_setup_forgets_previous_data() -> None:
     metric = small_metric()
     compute(metric, tiny_batch())
     compute(metric, tiny_batch([0, 1, 3]))
-    assert metric.embeddings.shape == (3, 1)
+    assert metric.query_gallery.embeddings.shape == (3, 1)
 
 
 def test_defaults_without_query_gallery_flags_treat_every_item_as_both() -> None:
@@ -192,7 +192,9 @@ def test_cosine_distance() -> None:
     }
     out = compute(metric, batch)
     assert out[OVERALL]["cmc"][1] == 1.0
-    assert metric.knn_distances[0, 0].item() == pytest.approx(1 - 2 / math.hypot(2, 0.1), abs=1e-6)
+    assert metric.results.distances[0, 0].item() == pytest.approx(
+        1 - 2 / math.hypot(2, 0.1), abs=1e-6
+    )
 
 
 def test_relevant_gallery_lists_admissible_ground_truths_nearest_first() -> None:

@@ -129,7 +129,7 @@ def test_fit_logs_losses_miner_stats_metrics_and_images(tmp_path) -> None:
     assert len(losses) == 18  # every step of 3 epochs x 6 batches
     assert len(seen) == 4  # before training + after each epoch
     assert sum(losses[-6:]) < sum(losses[:6])  # it learns
-    assert seen[-1]["OVERALL"]["n_queries"] == 32
+    assert seen[-1].metrics["OVERALL"]["n_queries"] == 32
     assert {key for key, _ in logger.images} == {"val/predictions", "val/worst_queries"}
     assert len(logger.images) == 8
 

@@ -11,8 +11,8 @@ import torch
 from embedlab.config import parse_params
 from embedlab.errors import EmbedlabError
 from embedlab.metrics import EmbeddingMetrics, calc_r_metrics
-from embedlab.metrics.rerank import expand_queries
 from embedlab.metrics.verification import calc_fnmr_at_fmr, calc_fnmr_at_fmr_chunked
+from embedlab.retrieval.rerank import expand_queries
 
 
 def _compute(metric: EmbeddingMetrics, batch: dict) -> dict:
@@ -68,7 +68,7 @@ def test_r_metrics_in_embedding_metrics_hand_values() -> None:
     assert result["OVERALL"]["r_precision"] == pytest.approx(0.2)
     assert result["OVERALL"]["map@R"] == pytest.approx(0.15)
     assert metric.metrics_unreduced["OVERALL"]["map@R"].tolist() == [0.5, 0.25, 0.0, 0.0, 0.0]
-    assert metric.knn_indices.shape[1] == 1  # stored lists keep the cut-off width
+    assert metric.results.retrieved.shape[1] == 1  # stored lists keep the cut-off width
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -253,7 +253,7 @@ def test_validate_params_for_the_new_metrics() -> None:
     cfg = parse_params(
         {"validate": {"r_metrics": True, "fnmr_fmr": [0.01], "postprocess": "aqe", "aqe_k": 3}}
     ).validate
-    assert (cfg.r_metrics, cfg.fnmr_fmr, cfg.postprocess, cfg.aqe_k) == (True, [0.01], "aqe", 3)
+    assert (cfg.r_metrics, cfg.fnmr_fmr, cfg.postprocess, cfg.aqe_k) == (True, [0.01], ["aqe"], 3)
     with pytest.raises(EmbedlabError, match="fnmr_fmr"):
         parse_params({"validate": {"fnmr_fmr": [5]}})
     with pytest.raises(EmbedlabError, match="postprocess"):
@@ -294,7 +294,7 @@ def _dense_k_reciprocal(x: np.ndarray, k1: int, k2: int, lambda_value: float) ->
 
 @pytest.mark.parametrize(("k1", "k2", "lambda_value"), [(6, 3, 0.3), (5, 1, 0.0), (8, 4, 0.7)])
 def test_k_reciprocal_equals_the_dense_reference(k1: int, k2: int, lambda_value: float) -> None:
-    from embedlab.metrics.rerank import k_reciprocal_distances
+    from embedlab.retrieval.rerank import k_reciprocal_distances
 
     batch = _random_batch(60, 4, 5, seed=13, split=False)
     x = batch["embeddings"]

@@ -118,16 +118,17 @@ def test_select_worst_queries_is_worst_first_with_ties_in_query_order(
     tiny_metric: EmbeddingMetrics,
 ) -> None:
     # valid queries 0..3 have map@2 = [1, 1, 0, 0]; query 4 has no relevant item.
-    assert select_worst_queries(tiny_metric, "map@2", n=10) == [2, 3, 0, 1]
-    assert select_worst_queries(tiny_metric, "cmc@1", n=1) == [2]
-    with pytest.raises(EmbedlabError, match="map@5"):
-        select_worst_queries(tiny_metric, "map@5")
+    results, table = tiny_metric.results, tiny_metric.table
+    assert select_worst_queries(results, table.per_query_values("map@2"), n=10) == [2, 3, 0, 1]
+    assert select_worst_queries(results, table.per_query_values("cmc@1"), n=1) == [2]
+    with pytest.raises(EmbedlabError, match=r"'map@5' \(computed: cmc@1, cmc@2"):
+        table.per_query_values("map@5")
 
 
 def test_build_grid_rows_shows_retrieved_items_and_missed_ground_truths(
     tiny_metric: EmbeddingMetrics,
 ) -> None:
-    first, third = build_grid_rows(tiny_metric, [0, 2], load_image, top_k=2, n_missed=2)
+    first, third = build_grid_rows(tiny_metric.results, [0, 2], load_image, top_k=2, n_missed=2)
     # query 0 (x=0, label 0): retrieves 1 (relevant) and 2; item 3 is the missed ground truth.
     assert first.query.getpixel((0, 0)) == colour_of(0)
     assert [im.getpixel((0, 0)) for im in first.retrieved] == [colour_of(1), colour_of(2)]
@@ -149,8 +150,9 @@ def test_render_validation_images_draws_predictions_and_worst_queries(
         loaded.append(tiny_metric.extra["paths"][position])
         return load_image(position)
 
+    worst_values = tiny_metric.table.per_query_values("map@2")
     images = render_validation_images(
-        tiny_metric, load_by_path, n_queries=5, n_worst=2, worst_by="map@2", top_k=2
+        tiny_metric.results, load_by_path, worst_values, n_queries=5, n_worst=2, top_k=2
     )
     assert set(images) == {"predictions", "worst_queries"}
     assert "3.png" in loaded

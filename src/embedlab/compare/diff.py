@@ -12,6 +12,7 @@ import pandas as pd
 
 from embedlab.config import flatten
 from embedlab.errors import EmbedlabError
+from embedlab.metrics.names import split_metric_key
 
 __all__ = [
     "AlignedQueries",
@@ -114,10 +115,8 @@ def order_metric(metrics: Sequence[str]) -> str:
 
 
 def _k(metric: str) -> float:
-    try:
-        return float(metric.partition("@")[2])
-    except ValueError:
-        return float("inf")
+    k = split_metric_key(metric)[1]
+    return float("inf") if k is None else float(k)
 
 
 def fixed_by(metrics: Sequence[str]) -> str:

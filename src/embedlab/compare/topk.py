@@ -5,14 +5,13 @@ row), ``rank`` (1 = nearest), ``gallery_row_id``, ``gallery_path``, ``distance``
 ``relevant`` (1 when the item has the query's label). The validate stage writes it with
 :func:`topk_table`; for runs without it, :func:`topk_from_embeddings` recomputes the same
 search from the embed stage's ``data/embeddings/`` (validation rows, each query against
-the gallery rows but itself, the run's ``validate.distance``).
+the gallery rows but itself and its sequence, the run's ``validate.distance``).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from embedlab.errors import EmbedlabError
+from embedlab.retrieval.results import RetrievalResults
 
 if TYPE_CHECKING:
     from embedlab.compare.runs import Run
-    from embedlab.metrics import EmbeddingMetrics
 
 __all__ = [
     "TOPK_COLUMNS",
@@ -44,55 +43,48 @@ ITEMS_PARQUET = "data/embeddings/items.parquet"
 
 
 def topk_table(
-    metric: EmbeddingMetrics, row_ids: Sequence[int] | None = None, top_k: int | None = None
+    results: RetrievalResults, row_ids: Sequence[int] | None = None, top_k: int | None = None
 ) -> pd.DataFrame:
-    """Every query's nearest gallery items from a computed :class:`EmbeddingMetrics`.
+    """Every query's nearest gallery items, one line per (query, rank).
 
     Args:
-        metric: after ``compute_metrics()``.
-        row_ids: manifest row id of each accumulated item (position -> id); default: the
-            positions themselves. In the validate stage: ``dataset.df["row_id"]``.
-        top_k: ranks kept per query (default: all the metric searched).
+        results: the validation ranking; paths are its items' ``paths`` (``""`` when it
+            has none).
+        row_ids: the report id of each item (position -> id); default: the items'
+            ``row_ids``. In the validate stage: ``dataset.df["row_id"]``.
+        top_k: ranks kept per query (default: all the results hold).
 
     Example:
         >>> import torch
-        >>> from embedlab.metrics import EmbeddingMetrics
-        >>> metric = EmbeddingMetrics(cmc_top_k=(2,), precision_top_k=(), map_top_k=(),
-        ...                           pcf_variance=(), extra_keys=("paths",))
-        >>> metric.update_data({"embeddings": torch.tensor([[0.0], [1.0], [3.0]]),
-        ...                     "labels": [0, 0, 1], "paths": ["a.png", "b.png", "c.png"]})
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")  # label 1 has one item
-        ...     _ = metric.compute_metrics()
-        >>> table = topk_table(metric, row_ids=[10, 11, 12])
+        >>> from embedlab.retrieval import QueryGallery, retrieve
+        >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [3.0]]), [0, 0, 1],
+        ...                                row_ids=[10, 11, 12], paths=["a.png", "b.png", "c.png"])
+        >>> table = topk_table(retrieve(qg, k=2))
         >>> list(table.columns)
         ['row_id', 'rank', 'gallery_row_id', 'gallery_path', 'distance', 'relevant']
         >>> table.head(2).values.tolist()
         [[10, 1, 11, 'b.png', 1.0, 1], [10, 2, 12, 'c.png', 3.0, 0]]
     """
-    indices = metric.knn_indices.numpy()
     if top_k is not None:
-        indices = indices[:, :top_k]
-    width = indices.shape[1]
-    distances = metric.knn_distances.numpy()[:, :width]
-    relevant = metric.relevance.numpy()[:, :width]
-    n_items = metric.embeddings.shape[0]
-    ids = np.arange(n_items) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+        results = results.top(top_k)
+    retrieved = results.retrieved.numpy()
+    n_items = len(results.query_gallery)
+    ids = results.query_gallery.row_ids.numpy() if row_ids is None else np.asarray(row_ids)
     if len(ids) != n_items:
         raise EmbedlabError(f"topk_table: {len(ids)} row ids for {n_items} items")
-    paths = metric.extra.get("paths")
-    query_numbers, ranks = np.nonzero(indices >= 0)  # -1 pads queries with few gallery items
-    positions = indices[query_numbers, ranks]
+    paths = results.query_gallery.paths
+    query_numbers, ranks = np.nonzero(retrieved >= 0)  # -1 pads queries with few gallery items
+    positions = retrieved[query_numbers, ranks]
     return pd.DataFrame(
         {
-            "row_id": ids[metric.query_positions.numpy()[query_numbers]],
+            "row_id": ids[results.query_positions.numpy()[query_numbers]],
             "rank": ranks + 1,
             "gallery_row_id": ids[positions],
             "gallery_path": (
                 np.asarray(paths, dtype=object)[positions] if paths is not None else ""
             ),
-            "distance": distances[query_numbers, ranks].astype(np.float64),
-            "relevant": relevant[query_numbers, ranks].astype(np.int64),
+            "distance": results.distances.numpy()[query_numbers, ranks].astype(np.float64),
+            "relevant": results.relevance.numpy()[query_numbers, ranks].astype(np.int64),
         }
     )
 
@@ -130,8 +122,9 @@ def topk_from_embeddings(
 ) -> pd.DataFrame:
     """The validation search redone on stored embeddings (``data/embeddings/``).
 
-    ``items`` is the embed stage's ``items.parquet`` (``row_id, path, label, split,
-    is_query, is_gallery``), one row per embedding.
+    ``items`` is the embed stage's ``items.parquet``; its validation rows become the same
+    query/gallery value validate searches (roles, sequences: :meth:`QueryGallery.from_items`),
+    so the lists equal validate's ``topk.csv`` for the same embeddings.
 
     Example:
         >>> items = pd.DataFrame({"row_id": [0, 1, 2, 3], "path": list("abcd"),
@@ -142,37 +135,10 @@ def topk_from_embeddings(
         >>> table[["row_id", "gallery_row_id", "relevant"]].values.tolist()
         [[1, 2, 0], [2, 3, 1], [3, 2, 1]]
     """
-    import torch
+    from embedlab.retrieval import QueryGallery, retrieve
 
-    from embedlab.metrics import EmbeddingMetrics
-
-    if len(embeddings) != len(items):
-        raise EmbedlabError(f"data/embeddings: {len(embeddings)} embeddings for {len(items)} items")
-    rows = (items["split"].astype(str) == "validation").to_numpy()
-    if not rows.any():
-        raise EmbedlabError("data/embeddings: no validation rows to search")
-    validation = items[rows]
-    metric = EmbeddingMetrics(
-        cmc_top_k=(top_k,),
-        precision_top_k=(),
-        map_top_k=(),
-        pcf_variance=(),
-        distance=distance,
-        extra_keys=("paths",),
-    )
-    metric.update_data(
-        {
-            "embeddings": torch.from_numpy(np.ascontiguousarray(embeddings[rows], np.float32)),
-            "labels": torch.tensor(validation["label"].to_numpy(np.int64)),
-            "is_query": torch.tensor(validation["is_query"].to_numpy(bool)),
-            "is_gallery": torch.tensor(validation["is_gallery"].to_numpy(bool)),
-            "paths": validation["path"].astype(str).tolist(),
-        }
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # queries without a relevant item: validate warned
-        metric.compute_metrics()
-    return topk_table(metric, validation["row_id"].to_numpy(np.int64), top_k)
+    query_gallery = QueryGallery.from_items(embeddings, items)
+    return topk_table(retrieve(query_gallery, top_k, metric=distance))  # type: ignore[arg-type]
 
 
 def _validate_setting(params: Mapping[str, Any], key: str, default: Any) -> Any:

@@ -3,8 +3,8 @@
 A store holds:
 
 - ``embeddings.npy``: ``[rows, dim]`` float32, in manifest order;
-- ``items.parquet``: ``row_id, path, label, split, is_query, is_gallery, category`` (+
-  ``class_name`` when the manifest has it); ``row_id`` is the manifest row number;
+- ``items.parquet``: ``row_id, path, label, split`` and those of ``is_query, is_gallery,
+  category, sequence, class_name`` the manifest has; ``row_id`` is the manifest row number;
 - ``info.json``: :class:`StoreInfo`;
 - with a FAISS index, ``index.faiss`` (+ ``index.faiss.json``).
 
@@ -37,6 +37,7 @@ ITEM_COLUMNS = (
     "is_query",
     "is_gallery",
     "category",
+    "sequence",
     "class_name",
 )
 """Manifest columns copied into ``items.parquet`` (those the manifest has)."""

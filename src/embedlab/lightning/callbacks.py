@@ -21,8 +21,8 @@ from embedlab.data import keys
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.embedding.gather import assemble, gather_batches
 from embedlab.lightning.module import TrainingDiverged, configured_lr, diverged_message
-from embedlab.metrics import EmbeddingMetrics
-from embedlab.tracking.names import curves_and_facts, metric_names
+from embedlab.metrics import EmbeddingMetrics, MetricTable
+from embedlab.tracking.names import curves_and_facts
 from embedlab.viz import render_validation_images
 
 
@@ -95,8 +95,10 @@ class MetricValCallback(EmbeddingCollector):
         dataset: the validation :class:`~embedlab.data.datasets.DatasetQueryGallery`.
         log_images: draw the prediction and worst-query grids at each validation and
             send them to every logger that has ``log_image`` (step = global step).
-        image_options: keyword arguments of :func:`render_validation_images`.
-        on_metrics: called with the computed metrics dict (the train stage keeps them all).
+        image_options: keyword arguments of :func:`render_validation_images`, and
+            ``worst_by``: the per-query metric the worst queries are picked by (``map@5``).
+        on_metrics: called with each validation's :class:`~embedlab.metrics.MetricTable`
+            (the train stage keeps them all).
         log_metrics: send the metrics to the trainer's loggers.
     """
 
@@ -106,7 +108,7 @@ class MetricValCallback(EmbeddingCollector):
         dataset: DatasetQueryGallery,
         log_images: bool = False,
         image_options: dict[str, Any] | None = None,
-        on_metrics: Callable[[dict[str, Any]], None] | None = None,
+        on_metrics: Callable[[MetricTable], None] | None = None,
         log_metrics: bool = True,
     ) -> None:
         super().__init__()
@@ -140,7 +142,7 @@ class MetricValCallback(EmbeddingCollector):
         # Inside fit, validation closes an epoch that current_epoch still counts as running.
         fitting = trainer.state.fn == "fit"
         self.last_epoch = trainer.current_epoch + 1 if fitting else trainer.current_epoch
-        names = metric_names(metrics)
+        names = self.metric.table.tracker_names()
         # Lightning keeps them for callbacks (checkpoint monitors) but would send them to
         # the loggers as float32; loggers get the exact values, at the global step.
         pl_module.log_dict(names, on_epoch=True, batch_size=1, logger=False)
@@ -149,10 +151,14 @@ class MetricValCallback(EmbeddingCollector):
             for logger in trainer.loggers:
                 logger.log_metrics(curves, step=trainer.global_step)
         if self.on_metrics is not None:
-            self.on_metrics(metrics)
+            self.on_metrics(self.metric.table)
         if self.log_images and trainer.is_global_zero:
+            options = dict(self.image_options)
+            worst_values = self.metric.table.per_query_values(options.pop("worst_by", "map@5"))
+            results = self.metric.results
+            assert results is not None  # compute_metrics ran above
             self.last_images = render_validation_images(
-                self.metric, self.dataset.read_image, **self.image_options
+                results, self.dataset.read_image, worst_values, **options
             )
             for name, image in self.last_images.items():
                 for logger in trainer.loggers:

@@ -8,14 +8,19 @@ resized to ``max_side x max_side`` (raw pixels of large photos would not fit in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from embedlab.metrics.embedding_metrics import EmbeddingMetrics
+from embedlab.metrics.scoring import MetricOptions, score
+from embedlab.metrics.table import MetricTable
+from embedlab.retrieval.distance import Metric
+from embedlab.retrieval.postprocess import PostProcessor, apply_postprocessors
+from embedlab.retrieval.query_gallery import QueryGallery
+from embedlab.retrieval.results import retrieve
 
 BASELINE_PREFIX = "baseline/raw_pixels"
 """Tracker names of the baseline: ``baseline/raw_pixels/OVERALL/cmc@1``..."""
@@ -44,28 +49,30 @@ def raw_pixel_matrix(
     return np.ascontiguousarray(rows, dtype=np.float32), (channels, height, width)
 
 
-def raw_pixel_metrics(
-    metric: EmbeddingMetrics,
+def raw_pixel_table(
+    query_gallery: QueryGallery,
     read_image: Callable[[int], Image.Image],
-    batch: Mapping[str, Any],
+    options: MetricOptions,
+    distance: Metric = "euclidean",
+    postprocessors: Sequence[PostProcessor] = (),
     max_side: int = 64,
-) -> dict[str, dict]:
-    """The metrics ``metric`` is configured for, with raw pixels as the embeddings.
+) -> MetricTable:
+    """The metrics of ``options`` with raw pixels as the embeddings.
 
-    ``batch`` is the validation batch the model was scored on (labels, ``is_query``,
-    ``is_gallery``, categories...); its ``embeddings`` are replaced by the pixels of
-    ``read_image(i)`` for each of its rows, so the baseline sees exactly the same queries
-    and gallery. ``metric`` must be a fresh (or reused) accumulator; it is set up here.
+    The query/gallery value the model was scored on keeps its labels, roles, sequences
+    and categories; only its embeddings are replaced by the pixels of ``read_image(i)``
+    for each of its rows, so the baseline sees exactly the same queries and gallery, and
+    the same post-processors.
 
+    >>> import torch
     >>> images = [Image.new("L", (2, 2), v) for v in (0, 10, 250, 255)]
-    >>> batch = {"labels": torch.tensor([0, 0, 1, 1]), "is_query": torch.ones(4, dtype=bool),
-    ...          "is_gallery": torch.ones(4, dtype=bool)}
-    >>> m = raw_pixel_metrics(EmbeddingMetrics(cmc_top_k=(1,)), images.__getitem__, batch)
-    >>> float(m["OVERALL"]["cmc"][1])
+    >>> qg = QueryGallery.from_columns(torch.zeros(4, 3), [0, 0, 1, 1])
+    >>> table = raw_pixel_table(qg, images.__getitem__, MetricOptions(cmc_top_k=(1,)))
+    >>> table.flat()["cmc@1"]
     1.0
     """
-    n = len(batch["labels"])
-    rows, _ = raw_pixel_matrix([read_image(i) for i in range(n)], max_side=max_side)
-    metric.setup(num_samples=n)
-    metric.update_data({**batch, "embeddings": torch.from_numpy(rows)})
-    return metric.compute_metrics()
+    rows, _ = raw_pixel_matrix([read_image(i) for i in range(len(query_gallery))], max_side)
+    pixels = replace(query_gallery, embeddings=torch.from_numpy(rows))
+    results = retrieve(pixels, max([options.top_k, *(p.candidates for p in postprocessors)]),
+                       metric=distance, at_least_r=options.r_metrics)  # fmt: skip
+    return score(results, options, apply_postprocessors(results, postprocessors))

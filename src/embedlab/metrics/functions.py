@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
+from embedlab.metrics.names import OVERALL
+from embedlab.retrieval.query_gallery import factorize
 
 __all__ = [
     "OVERALL",
@@ -31,13 +32,10 @@ __all__ = [
     "calc_precision",
     "calc_r_metrics",
     "calc_retrieval_metrics",
-    "count_relevant",
-    "factorize",
     "group_unreduced_metrics",
     "reduce_metrics",
 ]
 
-OVERALL = "OVERALL"
 RETRIEVAL_METRICS = ("cmc", "precision", "map")
 
 R_METRICS = ("map@R", "r_precision")
@@ -47,7 +45,11 @@ R_METRICS = ("map@R", "r_precision")
 UnreducedMetrics = dict[str, "dict[int, Tensor] | Tensor"]
 
 
-def _check_top_k(top_k: Sequence[int], name: str) -> None:
+def check_top_k(top_k: Sequence[int], name: str) -> None:
+    """One-line error unless every cut-off is a positive integer.
+
+    >>> check_top_k((1, 5), "cmc_top_k")
+    """
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in top_k):
         raise EmbedlabError(f"{name} must hold positive integers, got {tuple(top_k)}")
 
@@ -75,7 +77,7 @@ def calc_cmc(is_relevant: Tensor, top_k: Sequence[int]) -> dict[int, Tensor]:
         >>> calc_cmc(rel, top_k=(1, 2, 10))
         {1: tensor([1., 0., 0.]), 2: tensor([1., 1., 0.]), 10: tensor([1., 1., 0.])}
     """
-    _check_top_k(top_k, "cmc_top_k")
+    check_top_k(top_k, "cmc_top_k")
     hits = _hits(is_relevant)
     return {k: (_column(hits, k) > 0).to(torch.float32) for k in top_k}
 
@@ -94,7 +96,7 @@ def calc_precision(
         >>> calc_precision(rel, torch.tensor([2, 5]), top_k=(1, 3))
         {1: tensor([1., 0.]), 3: tensor([1.0000, 0.3333])}
     """
-    _check_top_k(top_k, "precision_top_k")
+    check_top_k(top_k, "precision_top_k")
     hits = _hits(is_relevant)
     out = {}
     for k in top_k:
@@ -118,7 +120,7 @@ def calc_map(is_relevant: Tensor, top_k: Sequence[int]) -> dict[int, Tensor]:
         >>> calc_map(rel, top_k=(1, 2, 4))  # (1/2 + 2/4) / 2 = 0.5
         {1: tensor([0., 0.]), 2: tensor([0.5000, 0.0000]), 4: tensor([0.5000, 0.0000])}
     """
-    _check_top_k(top_k, "map_top_k")
+    check_top_k(top_k, "map_top_k")
     relevant = is_relevant.to(torch.float32)
     hits = torch.cumsum(relevant, dim=1)
     positions = torch.arange(1, relevant.shape[1] + 1, dtype=torch.float32)
@@ -269,88 +271,6 @@ def _covariance_eigenvalues(embeddings: Tensor, chunk_rows: int = 16384) -> Tens
         centred = chunk.to(torch.float64) - mean
         scatter.addmm_(centred.T, centred)
     return torch.linalg.eigvalsh(scatter).flip(0).clamp(min=0)
-
-
-def _count_matches(query_keys: Tensor, gallery_keys: Tensor) -> Tensor:
-    """For each query key row, how many gallery rows carry the same key (a group-by).
-
-    Example:
-        >>> _count_matches(torch.tensor([[1, 0], [2, 2]]), torch.tensor([[1, 0], [1, 0], [2, 3]]))
-        tensor([2, 0])
-    """
-    n_gallery = gallery_keys.shape[0]
-    _, inverse = torch.unique(torch.cat([gallery_keys, query_keys]), dim=0, return_inverse=True)
-    n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    counts = torch.bincount(inverse[:n_gallery], minlength=n_groups)
-    return counts[inverse[n_gallery:]]
-
-
-def count_relevant(
-    query_labels: Tensor,
-    gallery_labels: Tensor,
-    query_ids: Tensor | None = None,
-    gallery_ids: Tensor | None = None,
-    query_sequence: Tensor | None = None,
-    gallery_sequence: Tensor | None = None,
-) -> Tensor:
-    """Number of admissible gallery items with the query's label, by group-by counting.
-
-    Not admissible: gallery items with the query's id (itself) and items sharing the
-    query's sequence code (``>= 0``; ``-1`` = no sequence). By inclusion-exclusion,
-
-    .. math:: n = |L| - |L \\cap I| - |L \\cap S| + |L \\cap I \\cap S|
-
-    where L, I, S are the gallery items with the query's label, id and sequence. Each
-    term is a count over a sorted group key, so the cost is ``O((Q + G) log(Q + G))``,
-    never ``Q x G``.
-
-    Example:
-        >>> labels = torch.tensor([0, 0, 0, 1])
-        >>> ids = torch.arange(4)
-        >>> seq = torch.tensor([5, 5, -1, -1])
-        >>> count_relevant(labels, labels, ids, ids, seq, seq)
-        tensor([1, 1, 2, 0])
-    """
-    query_labels = query_labels.to(torch.int64).view(-1, 1)
-    gallery_labels = gallery_labels.to(torch.int64).view(-1, 1)
-    n_rel = _count_matches(query_labels, gallery_labels)
-    use_ids = query_ids is not None and gallery_ids is not None
-    use_seq = query_sequence is not None and gallery_sequence is not None
-    if use_ids:
-        assert query_ids is not None and gallery_ids is not None
-        q_id = torch.cat([query_labels, query_ids.to(torch.int64).view(-1, 1)], dim=1)
-        g_id = torch.cat([gallery_labels, gallery_ids.to(torch.int64).view(-1, 1)], dim=1)
-        n_rel -= _count_matches(q_id, g_id)
-    if use_seq:
-        assert query_sequence is not None and gallery_sequence is not None
-        q_seq = query_sequence.to(torch.int64).view(-1, 1)
-        g_seq = gallery_sequence.to(torch.int64).view(-1, 1)
-        has_seq = q_seq.view(-1) >= 0
-        same_seq = _count_matches(
-            torch.cat([query_labels, q_seq], 1), torch.cat([gallery_labels, g_seq], 1)
-        )
-        if use_ids:
-            same_both = _count_matches(torch.cat([q_id, q_seq], 1), torch.cat([g_id, g_seq], 1))
-            same_seq = same_seq - same_both
-        n_rel -= torch.where(has_seq, same_seq, torch.zeros_like(same_seq))
-    return n_rel
-
-
-def factorize(values: Sequence[object] | Tensor) -> tuple[Tensor, list[str]]:
-    """Integer codes for a column of category-like values, and the sorted names.
-
-    Values are compared as strings (``3`` and ``"3"`` are one category).
-
-    Example:
-        >>> factorize(["b", "a", "b", ""])
-        (tensor([2, 1, 2, 0]), ['', 'a', 'b'])
-    """
-    raw = values.tolist() if isinstance(values, Tensor) else list(values)
-    as_text = np.asarray([str(v) for v in raw], dtype=object)
-    if as_text.size == 0:
-        return torch.zeros(0, dtype=torch.int64), []
-    names, codes = np.unique(as_text.astype(str), return_inverse=True)
-    return torch.from_numpy(codes.astype(np.int64)), [str(n) for n in names]
 
 
 def _category_groups(

@@ -25,12 +25,9 @@ import torch
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
-from embedlab.retrieval.distance import (
-    _KeyMatcher,
-    auto_chunk_size,
-    exclusion_matchers,
-    pairwise_dist,
-)
+from embedlab.retrieval.distance import auto_chunk_size, pairwise_dist
+from embedlab.retrieval.exclusion import KeyMatcher, exclusion_matchers
+from embedlab.retrieval.topk import query_chunks
 
 __all__ = ["calc_fnmr_at_fmr", "calc_fnmr_at_fmr_chunked"]
 
@@ -64,19 +61,17 @@ def _blocks(
     gallery_labels: Tensor,
     metric: str,
     chunk_size: int | None,
-    exclusions: list[_KeyMatcher],
+    exclusions: list[KeyMatcher],
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(distances, positive mask, negative mask)`` per chunk of query rows."""
-    rows = chunk_size or auto_chunk_size(gallery.shape[0])
     g = gallery.detach().to(torch.float32)
-    for start in range(0, queries.shape[0], rows):
-        stop = min(start + rows, queries.shape[0])
-        dist = pairwise_dist(queries[start:stop].detach().to(torch.float32), g, metric) + 0.0
+    for rows in query_chunks(queries.shape[0], chunk_size or auto_chunk_size(gallery.shape[0])):
+        dist = pairwise_dist(queries[rows].detach().to(torch.float32), g, metric) + 0.0
         admissible = torch.ones_like(dist, dtype=torch.bool)
         for matcher in exclusions:
             if matcher.active:
-                admissible &= ~matcher.dense(start, stop).to(dist.device)
-        same = query_labels[start:stop].unsqueeze(1) == gallery_labels.unsqueeze(0)
+                admissible &= ~matcher.dense(rows.start, rows.stop).to(dist.device)
+        same = query_labels[rows].unsqueeze(1) == gallery_labels.unsqueeze(0)
         yield dist, admissible & same, admissible & ~same
 
 

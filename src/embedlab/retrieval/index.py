@@ -30,7 +30,8 @@ from embedlab.errors import EmbedlabError
 from embedlab.io import atomic_path, read_json, write_json
 
 # knn's own building blocks, so the index keeps its arithmetic and tie order exactly.
-from embedlab.retrieval.distance import METRICS, _topk_stable, augment, auto_chunk_size
+from embedlab.retrieval.distance import METRICS, augment, auto_chunk_size
+from embedlab.retrieval.topk import finish_distances, query_chunks, topk_stable
 
 __all__ = ["ExactIndex", "FaissIndex", "load_index"]
 
@@ -153,17 +154,12 @@ class ExactIndex:
             return out_dist, out_pos
         rows_per_chunk = self.chunk_size or auto_chunk_size(n_gallery)
         k_eff = min(k, n_gallery)
-        for start in range(0, n_queries, rows_per_chunk):
-            stop = min(start + rows_per_chunk, n_queries)
-            block = augment(q[start:stop], self.metric, side="query") @ gallery.T
-            dist, idx = _topk_stable(block, k_eff)
+        for rows in query_chunks(n_queries, rows_per_chunk):
+            block = augment(q[rows], self.metric, side="query") @ gallery.T
+            dist, idx = finish_distances(*topk_stable(block, k_eff), self.metric)
             del block
-            dist = dist.clamp_(min=0)
-            if self.metric == "euclidean":
-                dist = dist.sqrt_()
-            idx[torch.isinf(dist)] = -1
-            out_dist[start:stop, :k_eff] = dist.numpy()
-            out_pos[start:stop, :k_eff] = idx.numpy()
+            out_dist[rows, :k_eff] = dist.numpy()
+            out_pos[rows, :k_eff] = idx.numpy()
         if subset is not None:
             out_pos = np.where(out_pos < 0, -1, subset[np.maximum(out_pos, 0)])
         return out_dist, out_pos

@@ -20,12 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.retrieval.distance import (
-    DEFAULT_CHUNK_BYTES,
-    _KeyMatcher,
-    _sort_by_value_then_index,
-    _topk_stable,
-)
+from embedlab.retrieval.distance import DEFAULT_CHUNK_BYTES
+from embedlab.retrieval.exclusion import KeyMatcher
+from embedlab.retrieval.topk import finish_distances, sort_by_value_then_index, topk_stable
 
 __all__ = ["knn_symmetric", "tile_side"]
 
@@ -108,7 +105,7 @@ class _RunningTopK:
     def merge_dense(self, start: int, values: Tensor, indices: Tensor) -> None:
         """Merge a sorted ``[m, k']`` candidate list into rows ``start:start + m``."""
         stop = start + values.shape[0]
-        merged_values, merged_indices = _sort_by_value_then_index(
+        merged_values, merged_indices = sort_by_value_then_index(
             torch.cat([self.values[start:stop], values], dim=1),
             torch.cat([self.indices[start:stop], indices], dim=1),
         )
@@ -146,10 +143,10 @@ class _TileExclusions:
     dense comparison is done per tile instead.
     """
 
-    def __init__(self, matchers: list[_KeyMatcher], n_items: int, side: int) -> None:
+    def __init__(self, matchers: list[KeyMatcher], n_items: int, side: int) -> None:
         self.side = side
         self.n_chunks = -(-n_items // side)
-        self.dense: list[_KeyMatcher] = []
+        self.dense: list[KeyMatcher] = []
         rows_parts: list[Tensor] = []
         cols_parts: list[Tensor] = []
         n_listed = 0
@@ -232,7 +229,7 @@ def _feed(
                 rows, cols, values = b[order], a[order], values[order]
             state.merge_sparse(row_start, rows, values, cols + col_start)
             return
-    values, indices = _topk_stable(view.contiguous() if transposed else view, min(state.k, n_cols))
+    values, indices = topk_stable(view.contiguous() if transposed else view, min(state.k, n_cols))
     state.merge_dense(row_start, values, indices + col_start)
 
 
@@ -241,7 +238,7 @@ def knn_symmetric(
     k: int,
     metric: str,
     chunk_size: int | None,
-    exclusions: list[_KeyMatcher],
+    exclusions: list[KeyMatcher],
     *,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -261,7 +258,7 @@ def knn_symmetric(
     Example:
         >>> x = torch.tensor([[0.0], [1.0], [3.0], [1.0]])
         >>> d, i = knn_symmetric(x, 2, "euclidean", chunk_size=3, exclusions=[
-        ...     _KeyMatcher(torch.arange(4), torch.arange(4), "ids", 4, 4, ignore_negative=False)])
+        ...     KeyMatcher(torch.arange(4), torch.arange(4), "ids", 4, 4, ignore_negative=False)])
         >>> i
         tensor([[1, 3],
                 [3, 0],
@@ -320,12 +317,7 @@ def knn_symmetric(
             _feed(state, block, i * side, j * side, transposed=False, first=not seen[i])
             seen[i] = True
         del block  # before the next tile allocates its own
-    # As the general path: round-off can make a distance slightly negative.
-    dist = state.values.clamp(min=0)
-    if metric == "euclidean":
-        dist = dist.sqrt_()
-    idx = state.indices
-    idx[torch.isinf(dist)] = -1
+    dist, idx = finish_distances(state.values, state.indices, metric)
     out_dist[:, :k_eff] = dist
     out_idx[:, :k_eff] = idx
     return out_dist, out_idx

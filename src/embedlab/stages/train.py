@@ -39,6 +39,7 @@ from embedlab.lightning import (
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
 from embedlab.lightning.trainer import build_trainer
 from embedlab.losses import CrossBatchMemory
+from embedlab.metrics.names import OVERALL, split_tracker_name
 from embedlab.models import TimmExtractor, save_extractor
 from embedlab.registries import LOSSES, MINERS, OPTIMIZERS
 from embedlab.stages.common import (
@@ -53,7 +54,7 @@ from embedlab.stages.validation import validation_setup
 from embedlab.tracking import open_trackers, write_run_ids
 from embedlab.tracking.base import TrackerHub
 from embedlab.tracking.lightning_logger import HubLogger
-from embedlab.tracking.names import metric_names
+from embedlab.tracking.names import headline_tags
 
 
 def build_model(params: Params) -> TimmExtractor:
@@ -261,7 +262,9 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         log_images=cfg.log_images,
         num_workers=cfg.num_workers,
         persistent_workers=True,
-        on_metrics=lambda m: history.append({"epoch": validation.last_epoch, **metric_names(m)}),
+        on_metrics=lambda table: history.append(
+            {"epoch": validation.last_epoch, **table.tracker_names()}
+        ),
     )
     callbacks = build_callbacks(params, root, validation)
     callbacks.history = history
@@ -290,10 +293,11 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     if trainer.is_global_zero:
         assert state is not None
         state.finish()
-        curve = [round(h.get("val/OVERALL/cmc@1", float("nan")), 4) for h in history]
+        headline = headline_tags()[0]
+        curve = [round(h.get(headline, float("nan")), 4) for h in history]
         write_curves(root, history, callbacks.losses.losses)
         log.info("trained %d steps in %.1f s", trainer.global_step, report["train_seconds"])
-        log.info("val/OVERALL/cmc@1 at each validation: %s", curve)
+        log.info("%s at each validation: %s", headline, curve)
     return report
 
 
@@ -364,8 +368,8 @@ def write_curves(
     """
     rows: dict[int, dict[str, float]] = {}
     for entry in history:  # a repeated final validation keeps one row
-        prefix = "val/OVERALL/"
-        row = {k.removeprefix(prefix): v for k, v in entry.items() if k.startswith(prefix)}
+        names = {k: split_tracker_name(k) for k in entry}
+        row = {n[1]: v for k, v in entry.items() if (n := names[k]) and n[0] == OVERALL}
         rows[int(entry["epoch"])] = {"epoch": int(entry["epoch"]), **row}
     write_json(root / CURVES_DIR / "validation.json", [rows[e] for e in sorted(rows)])
     write_json(

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from embedlab.compare.topk import TOPK_FILE, topk_table
 from embedlab.config import Params, ValidateParams
@@ -21,8 +20,10 @@ from embedlab.data.manifest import load_manifest
 from embedlab.io import atomic_path, read_json, write_json
 from embedlab.lightning import ExtractorModule
 from embedlab.lightning.trainer import build_trainer
-from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_metrics
+from embedlab.metrics import OVERALL, EmbeddingMetrics, MetricTable
+from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_table
 from embedlab.models import load_extractor
+from embedlab.retrieval import RetrievalResults
 from embedlab.stages.common import (
     ALL_METRICS_REPORT,
     CATEGORY_REPORT,
@@ -34,17 +35,34 @@ from embedlab.stages.common import (
     TRAIN_REPORT,
     log,
 )
-from embedlab.stages.validation import build_metric, build_projection, validation_setup
+from embedlab.stages.validation import build_projection, validation_setup
 from embedlab.tracking import open_trackers
 from embedlab.tracking.names import HEADLINE as TRACKED_HEADLINE
-from embedlab.tracking.names import curves_and_facts, metric_names
+from embedlab.tracking.names import curves_and_facts
 
 
-def per_query_table(metric: Any, dataset: DatasetQueryGallery) -> pd.DataFrame:
-    """One row per scored query: manifest row id, path, label, category and each metric."""
-    positions = metric.query_positions[metric.valid_queries].tolist()
+def per_query_table(
+    results: RetrievalResults, table: MetricTable, dataset: DatasetQueryGallery
+) -> pd.DataFrame:
+    """One row per scored query: manifest row id, path, label, category and each metric.
+
+    >>> import torch
+    >>> from embedlab.metrics import MetricOptions, score
+    >>> from embedlab.retrieval import QueryGallery, retrieve
+    >>> df = pd.DataFrame({"label": [0, 0, 1], "path": ["a.png", "b.png", "c.png"],
+    ...                    "row_id": [10, 11, 12]})
+    >>> dataset = DatasetQueryGallery(df, "/data")
+    >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [3.0]]), [0, 0, 1])
+    >>> results = retrieve(qg, 1)
+    >>> per_query_table(results, score(results, MetricOptions((1,), (), (), ())), dataset)
+       row_id   path  label category  cmc@1
+    0      10  a.png      0              1.0
+    1      11  b.png      0              1.0
+    """
+    numbers = table.query_numbers
+    positions = results.query_positions[numbers].numpy()
     df = dataset.df
-    table = pd.DataFrame(
+    out = pd.DataFrame(
         {
             "row_id": df["row_id"].iloc[positions].to_numpy() if "row_id" in df else positions,
             "path": dataset.paths[positions],
@@ -52,21 +70,24 @@ def per_query_table(metric: Any, dataset: DatasetQueryGallery) -> pd.DataFrame:
             "category": dataset.categories[positions],
         }
     )
-    for name, per_k in metric.metrics_unreduced["OVERALL"].items():
-        if isinstance(per_k, dict) and name != "pcf":
-            for k, values in per_k.items():
-                table[f"{name}@{k}"] = values.numpy()
-        elif isinstance(per_k, torch.Tensor):  # scalar per-query metrics: map@R, r_precision
-            table[name] = per_k.numpy()
-    return table
+    for key, values in table.per_query_columns().items():
+        out[key] = values
+    return out
 
 
-def raw_pixel_baseline(cfg: ValidateParams, dataset: DatasetQueryGallery) -> dict[str, dict] | None:
+def raw_pixel_baseline(
+    cfg: ValidateParams, metric: EmbeddingMetrics, dataset: DatasetQueryGallery
+) -> MetricTable | None:
     """The raw-pixel kNN scored on the model's queries and gallery (None when turned off)."""
-    if not cfg.baseline.raw_pixels:
+    if not cfg.baseline.raw_pixels or metric.query_gallery is None:
         return None
-    return raw_pixel_metrics(
-        build_metric(cfg), dataset.read_image, dataset.columns(), max_side=cfg.baseline.max_side
+    return raw_pixel_table(
+        metric.query_gallery,
+        dataset.read_image,
+        metric.options,
+        cfg.distance,
+        metric.postprocessors,
+        max_side=cfg.baseline.max_side,
     )
 
 
@@ -76,7 +97,7 @@ next to the changed params, narrow enough to fit 120 columns beside them."""
 
 
 def metric_reports(
-    metrics: dict[str, Any], baseline: dict[str, Any] | None
+    table: MetricTable, baseline: MetricTable | None
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The three metric files of validate:
 
@@ -88,25 +109,22 @@ def metric_reports(
       metric: too wide for a table; ``embedlab compare`` and people read it).
 
     >>> head, cats, full = metric_reports(
-    ...     {"OVERALL": {"cmc": {1: 0.9, 5: 1.0}, "n_queries": 4}, "shoes": {"cmc": {1: 0.8}}},
-    ...     {"OVERALL": {"cmc": {1: 0.7}}})
+    ...     MetricTable({OVERALL: {"cmc": {1: 0.9, 5: 1.0}, "n_queries": 4},
+    ...                  "shoes": {"cmc": {1: 0.8}}}),
+    ...     MetricTable({OVERALL: {"cmc": {1: 0.7}}}))
     >>> head
     {'cmc@1': 0.9, 'n_queries': 4.0, 'baseline/raw_pixels/cmc@1': 0.7}
     >>> cats, full["OVERALL"]["cmc@5"]
     ({}, 1.0)
     """
-
-    def short(block: dict[str, Any]) -> dict[str, float]:
-        return {k.removeprefix("x/c/"): v for k, v in metric_names({"c": block}, "x").items()}
-
-    overall = short(metrics["OVERALL"])
+    overall = table.flat(OVERALL)
     headline = {k: overall[k] for k in HEADLINE if k in overall}
-    full = {c: short(v) for c, v in metrics.items()}
+    full = {group: table.flat(group) for group in table.groups}
     if baseline is not None:
-        raw = short(baseline["OVERALL"])
-        headline.update({f"baseline/raw_pixels/{k}": raw[k] for k in HEADLINE if k in raw})
-        full["baseline/raw_pixels"] = raw
-    categories = {c: v for c, v in full.items() if c not in ("OVERALL", "baseline/raw_pixels")}
+        raw = baseline.flat(OVERALL)
+        headline.update({f"{BASELINE_PREFIX}/{k}": raw[k] for k in HEADLINE if k in raw})
+        full[BASELINE_PREFIX] = raw
+    categories = {c: v for c, v in full.items() if c not in (OVERALL, BASELINE_PREFIX)}
     return headline, categories if len(categories) > 1 else {}, full
 
 
@@ -142,17 +160,19 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         trainer.validate(module, loader, verbose=False)
     if not trainer.is_global_zero:
         return {}
-    metric, metrics, images = callback.metric, callback.last_metrics, callback.last_images
-    baseline = raw_pixel_baseline(cfg, callback.dataset)
+    metric, images = callback.metric, callback.last_images
+    results, table = metric.results, metric.table
+    assert results is not None  # the validation loop computed them
+    baseline = raw_pixel_baseline(cfg, metric, callback.dataset)
 
-    headline, per_category, full = metric_reports(metrics, baseline)
+    headline, per_category, full = metric_reports(table, baseline)
     write_json(root / METRICS_REPORT, headline)
     write_json(root / CATEGORY_REPORT, per_category)
     write_json(root / ALL_METRICS_REPORT, full)
     with atomic_path(root / PER_QUERY_REPORT) as tmp:
-        per_query_table(metric, callback.dataset).to_csv(tmp, index=False)
+        per_query_table(results, table, callback.dataset).to_csv(tmp, index=False)
     with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
-        topk_table(metric, callback.dataset.df["row_id"].to_numpy()).to_csv(tmp, index=False)
+        topk_table(results, callback.dataset.df["row_id"].to_numpy()).to_csv(tmp, index=False)
     for name, image in images.items():
         with atomic_path(root / IMAGES_DIR / f"{name}.png") as tmp:
             image.save(tmp, format="PNG")
@@ -166,9 +186,9 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     try:
         # Curves get a point at the last training step; what is the same at every
         # validation (query counts) and the baseline are facts of the run: its summary.
-        curves, facts = curves_and_facts(metrics)
+        curves, facts = curves_and_facts(table.metrics)
         if baseline is not None:
-            for part in curves_and_facts(baseline, BASELINE_PREFIX):
+            for part in curves_and_facts(baseline.metrics, BASELINE_PREFIX):
                 facts.update(part)  # every number of the baseline is a fact
         hub.log_metrics(curves, step=step)
         for name, image in images.items():
@@ -176,16 +196,13 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         hub.log_summary(facts)
         projector = cfg.projector
         if projector.max_items and hub.takes_embeddings:
-            embeddings = metric.embeddings.numpy()
+            embeddings = results.query_gallery.embeddings.numpy()
             projection = build_projection(embeddings, callback.dataset, projector, params.seed)
             hub.log_embeddings("val/embeddings", projection, step=step)
         hub.log_artifact(root / METRICS_REPORT)
     finally:
         hub.finish()
-    log.info("validate: %s", metric_names({"OVERALL": metrics["OVERALL"]}))
+    log.info("validate: %s", table.flat(OVERALL))
     if baseline is not None:
-        log.info(
-            "raw-pixel baseline: %s",
-            metric_names({"OVERALL": baseline["OVERALL"]}, prefix=BASELINE_PREFIX),
-        )
-    return metrics
+        log.info("raw-pixel baseline: %s", baseline.flat(OVERALL))
+    return table.metrics

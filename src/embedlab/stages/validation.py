@@ -20,7 +20,7 @@ from embedlab.data.manifest import Manifest
 from embedlab.data.transforms import eval_transform
 from embedlab.errors import EmbedlabError
 from embedlab.lightning import MetricValCallback
-from embedlab.metrics import EmbeddingMetrics
+from embedlab.metrics import EmbeddingMetrics, MetricTable
 from embedlab.tracking.projection import Projection, sample_rows
 
 
@@ -37,7 +37,7 @@ def build_metric(
         distance=cfg.distance,
         r_metrics=cfg.r_metrics,
         fnmr_fmr=tuple(cfg.fnmr_fmr),
-        postprocess=cfg.postprocess,
+        postprocess=list(cfg.postprocess),
         aqe_k=cfg.aqe_k,
         k1=cfg.k1,
         k2=cfg.k2,
@@ -81,7 +81,7 @@ def validation_setup(
     log_images: bool,
     num_workers: int,
     persistent_workers: bool = False,
-    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    on_metrics: Callable[[MetricTable], None] | None = None,
     verbose: bool = False,
 ) -> tuple[DataLoader, MetricValCallback]:
     """The validation loader and :class:`MetricValCallback` of the manifest's validation split."""

@@ -235,7 +235,7 @@ class Channel:
     def _send_failed(self, batch: list[Record], exc: BaseException) -> None:
         permanent = isinstance(exc, Rejected) or self.tracker.permanent(exc)
         if permanent and len(batch) == 1:
-            cause = _one_line(exc)
+            cause = one_line(exc)
             self.journal.reject(batch[0], cause)
             self.callbacks.rejected(self, batch[0], cause)
             return
@@ -248,7 +248,7 @@ class Channel:
         now = time.monotonic()
         if self.failing is None:
             self.failing_since = now
-        self.failing = _one_line(exc)
+        self.failing = one_line(exc)
         self.attempts += 1
         wait = backoff(self.attempts, self.settings)
         if self.closing:  # the stage is waiting: retry often within finish_timeout
@@ -272,7 +272,7 @@ class Channel:
         try:
             self.tracker.finish()
         except Exception as exc:  # the records are sent; closing the run is best effort
-            log.warning("tracker '%s': closing the run failed (%s)", self.name, _one_line(exc))
+            log.warning("tracker '%s': closing the run failed (%s)", self.name, one_line(exc))
 
     # -- sending one batch --------------------------------------------------------------------
     def deliver(self, batch: list[Record]) -> None:
@@ -309,8 +309,8 @@ class Channel:
                 except Exception as exc:
                     if isinstance(exc, Rejected) or self.tracker.permanent(exc):
                         if len(batch) == 1:
-                            self.journal.reject(batch[0], _one_line(exc))
-                            self.callbacks.rejected(self, batch[0], _one_line(exc))
+                            self.journal.reject(batch[0], one_line(exc))
+                            self.callbacks.rejected(self, batch[0], one_line(exc))
                             continue
                         self.attempts = 1  # one at a time from here on
                         continue
@@ -375,7 +375,12 @@ def _what(kind: str) -> str:
     return {"metrics": "log_metrics", "image": "log_image"}.get(kind, f"log_{kind}")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one redacted line (type, first line, at most 300 characters).
+
+    >>> one_line(ValueError("bad" + chr(10) + "second line"))
+    'ValueError: bad'
+    """
     from embedlab.tracking.secrets import redact
 
     text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]

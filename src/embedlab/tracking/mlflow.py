@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from embedlab.metrics.names import mlflow_name
 from embedlab.tracking.base import RunInfo, Tracker, call_with_timeout
 
 if TYPE_CHECKING:
@@ -119,15 +120,6 @@ def tracking_uri(cfg: MlflowParams, root: Path) -> str:
     """
     uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{(root / DB_FILE).resolve()}"
-
-
-def mlflow_name(name: str) -> str:
-    """MLflow refuses ``@`` in metric names: ``cmc@1`` is logged as ``cmc_at_1``.
-
-    >>> mlflow_name("val/OVERALL/cmc@1"), mlflow_name("train/loss")
-    ('val/OVERALL/cmc_at_1', 'train/loss')
-    """
-    return name.replace("@", "_at_")
 
 
 def is_local(uri: str) -> bool:

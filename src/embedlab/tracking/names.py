@@ -1,35 +1,23 @@
-"""Metric names shared by every backend: ``val/<category>/<metric>@<k>``."""
+"""Which metrics are curves, facts and headline, under the names every backend shares.
+
+The naming rule itself (``val/<group>/<metric>@<k>``) is :mod:`embedlab.metrics.names`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-
-def _number(value: Any) -> float:
-    return float(value.item() if hasattr(value, "item") else value)
-
-
-def _k(k: Any) -> str:
-    """``1`` -> ``"1"``, ``0.5`` -> ``"0.5"``, ``5.0`` -> ``"5"``."""
-    return str(int(k)) if float(k).is_integer() and not isinstance(k, float) else str(k)
+from embedlab.metrics.names import OVERALL, flat_names, split_tracker_name
 
 
 def metric_names(metrics: Mapping[str, Mapping[str, Any]], prefix: str = "val") -> dict[str, float]:
-    """Flatten ``{"OVERALL": {"cmc": {1: 0.9}, "n_queries": 10}}`` to tracker names.
+    """Tracker names of a metrics dict (the rule is :func:`embedlab.metrics.names.flat_names`).
 
     >>> metric_names({"OVERALL": {"cmc": {1: 0.9}, "pcf": {0.5: 0.1}, "n_queries": 10}})
     {'val/OVERALL/cmc@1': 0.9, 'val/OVERALL/pcf@0.5': 0.1, 'val/OVERALL/n_queries': 10.0}
     """
-    out: dict[str, float] = {}
-    for category, values in metrics.items():
-        for name, value in values.items():
-            if isinstance(value, Mapping):
-                for k, v in value.items():
-                    out[f"{prefix}/{category}/{name}@{_k(k)}"] = _number(v)
-            else:
-                out[f"{prefix}/{category}/{name}"] = _number(value)
-    return out
+    return flat_names(metrics, prefix)
 
 
 HEADLINE = ("cmc@1", "map@5", "map@R")
@@ -53,13 +41,13 @@ def curves_and_facts(
     >>> curves, facts
     ({'val/OVERALL/cmc@1': 0.9}, {'val/OVERALL/n_queries': 10.0})
     """
-    categories = [c for c in metrics if c != "OVERALL"]
+    categories = [c for c in metrics if c != OVERALL]
     kept = {c: v for c, v in metrics.items() if not (len(categories) == 1 and c in categories)}
     curves: dict[str, float] = {}
     facts: dict[str, float] = {}
-    for name, value in metric_names(kept, prefix).items():
-        metric = name.rsplit("/", 1)[-1]
-        (facts if metric in FACTS else curves)[name] = value
+    for name, value in flat_names(kept, prefix).items():
+        parts = split_tracker_name(name, prefix)
+        (facts if parts is not None and parts[1] in FACTS else curves)[name] = value
     return curves, facts
 
 
@@ -69,4 +57,4 @@ def headline_tags(prefix: str = "val") -> list[str]:
     >>> headline_tags()
     ['val/OVERALL/cmc@1', 'val/OVERALL/map@5', 'val/OVERALL/map@R']
     """
-    return [f"{prefix}/OVERALL/{name}" for name in HEADLINE]
+    return [f"{prefix}/{OVERALL}/{name}" for name in HEADLINE]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedlab.tracking.base import RunInfo
-from embedlab.tracking.channel import Callbacks, Channel, _one_line
+from embedlab.tracking.channel import Callbacks, Channel, one_line
 from embedlab.tracking.spool import META, Journal, SpoolBusy, SpoolEntry, spool_entries
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def sync_spool(params: Params, root: Path) -> Iterator[SyncResult]:
             channel.drain()
             channel._finish_tracker()
         except Exception as exc:  # still down: the records stay for the next sync
-            error = _one_line(exc)
+            error = one_line(exc)
         finally:
             left = journal.pending_count
             journal.close()

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from embedlab.errors import EmbedlabError
-
-if TYPE_CHECKING:
-    from embedlab.metrics.embedding_metrics import EmbeddingMetrics
+from embedlab.retrieval.results import RetrievalResults
 
 __all__ = [
     "BACKGROUND_COLOR",
@@ -186,91 +183,73 @@ def _draw_tile(
         draw.text((left + (cell - text_width) / 2, bottom + 1), caption, fill=TEXT_COLOR, font=font)
 
 
-def _parse_metric_name(metric: EmbeddingMetrics, by: str) -> torch.Tensor:
-    name, _, k_text = by.partition("@")
-    if not metric.metrics_unreduced:
-        raise EmbedlabError("call compute_metrics() before selecting queries")
-    available = [
-        f"{m}@{k}"
-        for m, per_k in metric.metrics_unreduced["OVERALL"].items()
-        if isinstance(per_k, dict)
-        for k in per_k
-        if m != "pcf"
-    ]
-    per_k = metric.metrics_unreduced["OVERALL"].get(name) if name != "pcf" else None
-    if not k_text.isdigit() or not isinstance(per_k, dict) or int(k_text) not in per_k:
-        raise EmbedlabError(
-            f"worst_by {by!r} is not a computed per-query metric; choose one of {available}"
-        )
-    return per_k[int(k_text)]
+def _example_results() -> RetrievalResults:
+    """Four 1-d points, two labels: the results the examples below draw."""
+    from embedlab.retrieval import QueryGallery, retrieve
+
+    x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
+    return retrieve(QueryGallery.from_columns(x, [0, 0, 1, 1]), k=2)
 
 
-def select_worst_queries(metric: EmbeddingMetrics, by: str = "map@5", n: int = 5) -> list[int]:
+def select_worst_queries(results: RetrievalResults, values: torch.Tensor, n: int = 5) -> list[int]:
     """Query numbers (positions among the queries) of the ``n`` worst valid queries.
 
-    Worst first by the per-query value of ``by`` (``"cmc@1"``, ``"precision@5"``,
-    ``"map@5"``...); equal values keep query order. Queries with no relevant gallery item
-    are never selected.
+    ``values`` holds one per-query metric value per *valid* query, in query order (what
+    :meth:`~embedlab.metrics.table.MetricTable.per_query_values` returns). Worst first;
+    equal values keep query order; queries with no relevant gallery item are never chosen.
 
     Example:
-        >>> from embedlab.metrics import EmbeddingMetrics
-        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
-        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
-        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
-        >>> _ = metric.compute_metrics()
-        >>> select_worst_queries(metric, "map@2", n=2)  # map@2 per query: 1, 0.5, 0, 1
+        >>> results = _example_results()
+        >>> select_worst_queries(results, torch.tensor([1.0, 0.5, 0.0, 1.0]), n=2)
         [2, 1]
     """
-    values = _parse_metric_name(metric, by)
-    valid_numbers = torch.nonzero(metric.valid_queries).squeeze(1)
+    valid_numbers = torch.nonzero(results.valid_queries).squeeze(1)
+    if values.shape != valid_numbers.shape:
+        raise EmbedlabError(
+            f"select_worst_queries: {tuple(values.shape)} values for {len(valid_numbers)} "
+            "valid queries"
+        )
     order = torch.sort(values, stable=True).indices
     return valid_numbers[order[:n]].tolist()
 
 
 def build_grid_rows(
-    metric: EmbeddingMetrics,
+    results: RetrievalResults,
     query_numbers: Sequence[int],
     load_image: Callable[[int], Image.Image],
     top_k: int = 5,
     n_missed: int = 2,
 ) -> list[GridRow]:
-    """Rows for `draw_retrieval_grid` from a computed `EmbeddingMetrics`.
+    """Rows for `draw_retrieval_grid` from the retrieval results.
 
     Args:
-        metric: an `EmbeddingMetrics` after ``compute_metrics()``.
+        results: the ranking to draw.
         query_numbers: positions among the queries (not rows of the data).
-        load_image: image of a row of the accumulated data (e.g. from ``metric.extra["paths"]``).
-        top_k: retrieved items per row (at most the K the metric searched).
+        load_image: image of a row of the query/gallery value (a position).
+        top_k: retrieved items per row (at most the results' width).
         n_missed: relevant items outside the top k to show, nearest first.
 
     Example:
-        >>> from embedlab.metrics import EmbeddingMetrics
-        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
-        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
-        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
-        >>> _ = metric.compute_metrics()
-        >>> [row] = build_grid_rows(metric, [2], lambda p: Image.new("RGB", (8, 8)), top_k=2)
-        >>> row.distances, row.relevant, row.missed_distances
+        >>> rows = build_grid_rows(_example_results(), [2], lambda p: Image.new("RGB", (8, 8)))
+        >>> rows[0].distances, rows[0].relevant, rows[0].missed_distances
         ([0.5, 1.5], [False, False], [1.5])
     """
     rows = []
     for number in query_numbers:
-        if not 0 <= number < len(metric.query_positions):
-            raise EmbedlabError(
-                f"query number {number} is out of range [0, {len(metric.query_positions)})"
-            )
-        found = metric.knn_indices[number, :top_k] >= 0
-        positions = metric.knn_indices[number, :top_k][found].tolist()
-        distances = metric.knn_distances[number, :top_k][found].tolist()
-        relevant = metric.relevance[number, :top_k][found].tolist()
-        missed_positions, missed_distances = metric.relevant_gallery(number)
+        if not 0 <= number < len(results):
+            raise EmbedlabError(f"query number {number} is out of range [0, {len(results)})")
+        found = results.retrieved[number, :top_k] >= 0
+        positions = results.retrieved[number, :top_k][found].tolist()
+        distances = results.distances[number, :top_k][found].tolist()
+        relevant = results.relevance[number, :top_k][found].tolist()
+        missed_positions, missed_distances = results.relevant_gallery(number)
         shown = set(positions)
         not_shown = [i for i, p in enumerate(missed_positions.tolist()) if p not in shown][
             :n_missed
         ]
         rows.append(
             GridRow(
-                query=load_image(int(metric.query_positions[number])),
+                query=load_image(int(results.query_positions[number])),
                 retrieved=[load_image(p) for p in positions],
                 distances=distances,
                 relevant=relevant,
@@ -282,11 +261,11 @@ def build_grid_rows(
 
 
 def render_validation_images(
-    metric: EmbeddingMetrics,
+    results: RetrievalResults,
     load_image: Callable[[int], Image.Image],
+    worst_values: torch.Tensor | None = None,
     n_queries: int = 5,
     n_worst: int = 5,
-    worst_by: str = "map@5",
     top_k: int = 5,
     queries: Sequence[int] | None = None,
 ) -> dict[str, Image.Image]:
@@ -295,30 +274,31 @@ def render_validation_images(
     ``predictions`` shows the given ``queries`` (query numbers, i.e. positions among the
     queries) or else the first ``n_queries`` valid queries (deterministic across
     epochs, so the images are comparable); ``worst_queries`` the ``n_worst`` lowest by
-    ``worst_by``. A grid with nothing to show (no valid query, or ``n == 0``) is omitted.
+    ``worst_values`` (see `select_worst_queries`; None: no such grid). A grid with
+    nothing to show (no valid query, or ``n == 0``) is omitted.
 
     Example:
-        >>> from embedlab.metrics import EmbeddingMetrics
-        >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,))
-        >>> x = torch.tensor([[0.0], [1.0], [1.5], [3.0]])
-        >>> metric.update_data({"embeddings": x, "labels": [0, 0, 1, 1]})
-        >>> _ = metric.compute_metrics()
         >>> blank = lambda position: Image.new("RGB", (8, 8))
-        >>> images = render_validation_images(metric, blank, worst_by="map@2")
+        >>> images = render_validation_images(_example_results(), blank,
+        ...                                   worst_values=torch.tensor([1.0, 0.5, 0.0, 1.0]))
         >>> {name: image.size for name, image in images.items()}
         {'predictions': (420, 460), 'worst_queries': (420, 460)}
     """
     images: dict[str, Image.Image] = {}
-    valid_numbers = torch.nonzero(metric.valid_queries).squeeze(1).tolist()
+    valid_numbers = torch.nonzero(results.valid_queries).squeeze(1).tolist()
     valid = set(valid_numbers)
     first = [q for q in queries if q in valid] if queries else valid_numbers[:n_queries]
     if first:
         images["predictions"] = draw_retrieval_grid(
-            build_grid_rows(metric, first, load_image, top_k)
+            build_grid_rows(results, first, load_image, top_k)
         )
-    worst = select_worst_queries(metric, worst_by, n_worst) if n_worst > 0 else []
+    worst = (
+        select_worst_queries(results, worst_values, n_worst)
+        if n_worst > 0 and worst_values is not None
+        else []
+    )
     if worst:
         images["worst_queries"] = draw_retrieval_grid(
-            build_grid_rows(metric, worst, load_image, top_k)
+            build_grid_rows(results, worst, load_image, top_k)
         )
     return images

@@ -1,7 +1,7 @@
-"""Re-ranking of kNN results: average query expansion (``aqe``) and k-reciprocal (Zhong 2017).
+"""The arithmetic of re-ranking: average query expansion and k-reciprocal distances (Zhong 2017).
 
-Post-processing is chosen by name (``validate.postprocess``); its metrics are reported
-beside the plain ones under ``"<name>/<metric>"`` keys (``OVERALL["aqe/cmc"][1]``).
+:mod:`embedlab.retrieval.postprocess` wraps them as post-processors of a
+:class:`~embedlab.retrieval.results.RetrievalResults`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.errors import EmbedlabError
+from embedlab.retrieval.distance import auto_chunk_size, pairwise_dist
+from embedlab.retrieval.knn import knn
 
-__all__ = ["POSTPROCESSORS", "expand_queries", "k_reciprocal_distances"]
-
-#: Names accepted by ``validate.postprocess`` / ``EmbeddingMetrics(postprocess=...)``.
-POSTPROCESSORS = ("none", "aqe", "k_reciprocal")
+__all__ = ["expand_queries", "k_reciprocal_distances"]
 
 
 def expand_queries(queries: Tensor, gallery: Tensor, neighbours: Tensor, n: int) -> Tensor:
@@ -49,8 +48,6 @@ def expand_queries(queries: Tensor, gallery: Tensor, neighbours: Tensor, n: int)
 
 def _sq_distances(x: Tensor, a: Tensor, b: Tensor, metric: str) -> Tensor:
     """Base distance of pairs ``(a[t], b[t])``: squared euclidean (as Zhong et al.) or 1 - cos."""
-    from embedlab.retrieval.distance import pairwise_dist
-
     if metric == "cosine":
         return pairwise_dist(x[a], x[b], "cosine", paired=True).to(torch.float64)
     return pairwise_dist(x[a], x[b], paired=True, squared=True).to(torch.float64)
@@ -95,8 +92,6 @@ def k_reciprocal_distances(
         >>> [round(v, 3) for v in d[0].tolist()]  # item 1 shares item 0's neighbourhood
         [0.009, 1.0, 1.0]
     """
-    from embedlab.retrieval.distance import auto_chunk_size, knn, pairwise_dist
-
     n = items.shape[0]
     x = items.detach().to(torch.float32)
     width = min(k1 + 1, n)
