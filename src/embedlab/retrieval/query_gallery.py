@@ -112,14 +112,14 @@ class QueryGallery:
             raise EmbedlabError("data/embeddings: no validation rows to search")
         part = items[rows]
 
-        def column(name: str) -> Any:
-            return part[name].to_numpy() if name in part else None
+        def flags(name: str) -> Any:  # a column that held NaN on train rows is object-typed
+            return part[name].astype(bool).to_numpy() if name in part else None
 
         return cls.from_columns(
             np.ascontiguousarray(embeddings[rows], dtype=np.float32),
             part["label"].to_numpy(np.int64),
-            is_query=column("is_query"),
-            is_gallery=column("is_gallery"),
+            is_query=flags("is_query"),
+            is_gallery=flags("is_gallery"),
             sequence=None if "sequence" not in part else part["sequence"].fillna("").tolist(),
             row_ids=part["row_id"].to_numpy(np.int64),
             categories=None if "category" not in part else part["category"].fillna("").tolist(),
