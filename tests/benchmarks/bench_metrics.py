@@ -68,11 +68,11 @@ def run_metrics(
 ) -> dict[str, float]:
     import functools
 
-    import embedlab.metrics.embedding_metrics as embedding_metrics
+    import embedlab.retrieval.results as results
     from embedlab.metrics import EmbeddingMetrics
 
     if symmetric is False:  # this process only: force the general kNN path
-        embedding_metrics.knn = functools.partial(embedding_metrics.knn, symmetric=False)
+        results.knn = functools.partial(results.knn, symmetric=False)
 
     n_items = embeddings.shape[0]
     categories = [f"cat{int(label) % N_CATEGORIES}" for label in labels]
