@@ -124,7 +124,7 @@ def test_memory_size_wraps_the_pair_loss_in_a_memory_bank() -> None:
         ({"miner": {"memory_size": 64}}, "works with the pair losses"),
         (
             {"loss": {"name": "supcon"}, "miner": {"name": "hard", "memory_size": 64}},
-            "mines pairs with 'all' or 'multi_similarity', not 'hard'",
+            r"mines pairs with 'all', 'multi_similarity' or a pml.\* miner, not 'hard'",
         ),
     ],
 )
