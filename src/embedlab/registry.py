@@ -121,8 +121,9 @@ class Registry(Mapping[str, str]):
         except ModuleNotFoundError as err:
             if entry.extra is None or not module.startswith(str(err.name)):
                 raise
+            package = str(err.name).split(".")[0]
             raise EmbedlabError(
-                f"{self.where}: {self.kind} {name!r} needs {err.name}, which is not "
+                f"{self.where}: {self.kind} {name!r} needs {package}, which is not "
                 f"installed: pip install 'embedlab[{entry.extra}]'"
             ) from None
         return getattr(imported, attribute)
