@@ -243,7 +243,8 @@ class LossParams(_Section):
         """
         if self.name.startswith(PML_PREFIX):
             return dict(self.pml)
-        return getattr(self, self.name).model_dump()
+        section = getattr(self, self.name, None)  # a loss without a section: its defaults
+        return section.model_dump() if isinstance(section, BaseModel) else {}
 
 
 class MinerParams(_Section):

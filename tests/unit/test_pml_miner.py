@@ -53,10 +53,14 @@ def test_a_pml_miner_mines_a_reference_set() -> None:
     x, labels = _batch(2)
     ref, ref_labels = _batch(3)
     miner = PmlMiner(pml_miners.MultiSimilarityMiner(epsilon=10.0))  # keeps every pair
-    a1, p, a2, n = miner.mine(x, labels, ref, ref_labels)
-    e1, ep, e2, en = all_pairs(labels, ref_labels)
-    assert sorted(zip(a1.tolist(), p.tolist())) == sorted(zip(e1.tolist(), ep.tolist()))
-    assert sorted(zip(a2.tolist(), n.tolist())) == sorted(zip(e2.tolist(), en.tolist()))
+    assert _pair_sets(miner.mine(x, labels, ref, ref_labels)) == _pair_sets(
+        all_pairs(labels, ref_labels)
+    )
+
+
+def _pair_sets(pairs: tuple[torch.Tensor, ...]) -> tuple[set, set]:
+    a1, p, a2, n = (t.tolist() for t in pairs)
+    return set(zip(a1, p, strict=True)), set(zip(a2, n, strict=True))
 
 
 def test_statistics_of_the_last_call_are_its_logs() -> None:
