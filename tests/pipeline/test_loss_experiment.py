@@ -33,8 +33,11 @@ def test_dvc_exp_run_with_supcon(tmp_path: Path) -> None:
 PML_EXPERIMENTS = {
     # a PML pair loss with its arguments, fed by a PML miner
     "circle": (
-        ["train.loss.name=pml.CircleLoss", "train.loss.pml={m:0.25,gamma:64}"]
-        + ["train.miner.name=pml.BatchHardMiner"],
+        [
+            "train.loss.name=pml.CircleLoss",
+            "train.loss.pml={m:0.25,gamma:64}",
+            "train.miner.name=pml.BatchHardMiner",
+        ],
         {"train/miner_num_triplets", "train/miner_hardest_pos_pair"},
     ),
     # a PML class-weight loss: its weights trained at train.loss.class_weights_lr
@@ -44,9 +47,12 @@ PML_EXPERIMENTS = {
     ),
     # a PML triplet loss on a PML miner's triplets, with a PML distance
     "triplet": (
-        ["train.loss.name=pml.TripletMarginLoss", "train.miner.name=pml.TripletMarginMiner"]
-        + ["train.miner.pml={margin:0.3,type_of_triplets:semihard}"]
-        + ["train.loss.distance.name=pml.CosineSimilarity"],
+        [
+            "train.loss.name=pml.TripletMarginLoss",
+            "train.miner.name=pml.TripletMarginMiner",
+            "train.miner.pml={margin:0.3,type_of_triplets:semihard}",
+            "train.loss.distance.name=pml.CosineSimilarity",
+        ],
         {"train/miner_num_triplets", "train/miner_avg_triplet_margin"},
     ),
 }
