@@ -35,14 +35,14 @@ PML_EXPERIMENTS = {
     "circle": (
         [
             "train.loss.name=pml.CircleLoss",
-            "train.loss.pml={m:0.25,gamma:64}",
+            "+train.loss.pml={m:0.25,gamma:64}",
             "train.miner.name=pml.BatchHardMiner",
         ],
         {"train/miner_num_triplets", "train/miner_hardest_pos_pair"},
     ),
     # a PML class-weight loss: its weights trained at train.loss.class_weights_lr
     "arcface": (
-        ["train.loss.name=pml.ArcFaceLoss", "train.loss.pml={margin:20.0,scale:32.0}"],
+        ["train.loss.name=pml.ArcFaceLoss", "+train.loss.pml={margin:20.0,scale:32.0}"],
         {"train/avg_angle"},
     ),
     # a PML triplet loss on a PML miner's triplets, with a PML distance
@@ -50,7 +50,7 @@ PML_EXPERIMENTS = {
         [
             "train.loss.name=pml.TripletMarginLoss",
             "train.miner.name=pml.TripletMarginMiner",
-            "train.miner.pml={margin:0.3,type_of_triplets:semihard}",
+            "+train.miner.pml={margin:0.3,type_of_triplets:semihard}",
             "train.loss.distance.name=pml.CosineSimilarity",
         ],
         {"train/miner_num_triplets", "train/miner_avg_triplet_margin"},

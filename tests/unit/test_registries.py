@@ -187,3 +187,13 @@ def test_every_registry_of_the_module_is_listed_in_all() -> None:
 
     defined = [v for v in vars(module).values() if isinstance(v, Registry)]
     assert sorted(id(r) for r in defined) == sorted(id(r) for r in ALL.values())
+
+
+@pytest.mark.parametrize("registry", [LOSSES, MINERS, DISTANCES, REDUCERS, SAMPLERS])
+def test_docs_losses_lists_every_name(registry: Registry) -> None:
+    """docs/losses.md names each loss, miner, distance, reducer and sampler params accept."""
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "losses.md").read_text()
+    for name in registry.names:
+        assert f"`{name.removeprefix(PML_PREFIX)}`" in text, name
