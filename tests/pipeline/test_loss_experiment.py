@@ -67,6 +67,7 @@ def test_dvc_exp_run_with_pytorch_metric_learning_losses(tmp_path: Path) -> None
     }
     root = copy_repo(tmp_path, fast)
     for name, (sets, stats) in PML_EXPERIMENTS.items():
+        _run(["git", "checkout", "--", "params.yaml"], root)  # each from the committed params
         args = [arg for s in sets for arg in ("-S", s)]
         _run(["dvc", "exp", "run", *args, "-n", name], root)
         metrics = json.loads((root / "reports" / "metrics.json").read_text())
