@@ -125,3 +125,4 @@ def test_category_balanced_batches_train(prepared: Path, tmp_path: Path) -> None
     sampler = {"name": "category_balance", "n_categories": 1, "n_labels": 3, "n_instances": 4}
     report, rows = train(prepared, tmp_path / "category", train__sampler=sampler)
     assert math.isfinite(report["final_loss"]) and report["global_step"] > 0
+    assert len(rows[rows["key"] == "train/loss"]) == report["global_step"]
