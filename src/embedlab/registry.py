@@ -57,16 +57,17 @@ class Registry(Mapping[str, str]):
     def __init__(self, kind: str, where: str, entries: Mapping[str, str | Entry]) -> None:
         self.kind = kind
         self.where = where
-        self._entries = {
-            name: entry if isinstance(entry, Entry) else Entry(entry)
-            for name, entry in entries.items()
-        }
-        for name, entry in self._entries.items():
-            if entry.target.count(":") != 1:
+        self._entries: dict[str, str | Entry] = dict(entries)
+        for name in self._entries:
+            if self._entry(name).target.count(":") != 1:
                 raise ValueError(f"{kind} {name!r}: target must be 'module:attribute'")
 
     def __getitem__(self, name: str) -> str:
-        return self._entries[name].target
+        return self._entry(name).target
+
+    def _entry(self, name: str) -> Entry:
+        entry = self._entries[name]
+        return entry if isinstance(entry, Entry) else Entry(entry)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -85,12 +86,12 @@ class Registry(Mapping[str, str]):
     def tag(self, name: str) -> Any:
         """The tag ``name`` was registered with (``None`` if none); no import."""
         self._known(name)
-        return self._entries[name].tag
+        return self._entry(name).tag
 
     def extra(self, name: str) -> str | None:
         """The pip extra that installs ``name``'s module (``None``: embedlab's own)."""
         self._known(name)
-        return self._entries[name].extra
+        return self._entry(name).extra
 
     def unknown_message(self, name: object) -> str:
         """``unknown <kind> 'x' (did you mean 'y'? known: ...)``, without the location."""
@@ -114,7 +115,7 @@ class Registry(Mapping[str, str]):
         A module that is not installed is a one-line error naming the extra to install.
         """
         self._known(name)
-        entry = self._entries[name]
+        entry = self._entry(name)
         module, attribute = entry.target.split(":")
         try:
             imported = importlib.import_module(module)
