@@ -50,7 +50,7 @@ def build_criterion(params: Params, num_classes: int, embedding_size: int) -> to
     """
     loss_cfg, miner_cfg = params.train.loss, params.train.miner
     kind: LossKind = LOSSES.tag(loss_cfg.name)
-    miner = build_miner(params)
+    miner = build_train_miner(params)
     if loss_cfg.name.startswith(PML_PREFIX):
         loss = PmlLoss(_build_pml_loss(params, num_classes, embedding_size))
         if miner_cfg.memory_size:
@@ -70,7 +70,7 @@ def build_criterion(params: Params, num_classes: int, embedding_size: int) -> to
     return LOSSES.build(loss_cfg.name, miner=miner, **arguments)
 
 
-def build_miner(params: Params) -> Miner | None:
+def build_train_miner(params: Params) -> Miner | None:
     """The miner ``train.miner`` names, for the loss of ``train.loss`` (``None``: no miner).
 
     ``all`` is every pair or triplet: ``None`` (the loss's own default) except for the
@@ -78,7 +78,7 @@ def build_miner(params: Params) -> Miner | None:
     no miner get ``None``.
 
     >>> from embedlab.config import parse_params
-    >>> build_miner(parse_params({"train": {"miner": {"name": "pml.BatchHardMiner"}}}))
+    >>> build_train_miner(parse_params({"train": {"miner": {"name": "pml.BatchHardMiner"}}}))
     PmlMiner(BatchHardMiner(...))
     """
     loss_cfg, cfg = params.train.loss, params.train.miner
