@@ -33,15 +33,23 @@ from pydantic import (
 )
 
 from embedlab.errors import EmbedlabError
-from embedlab.registries import INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
+from embedlab.registries import (
+    DISTANCES,
+    INDEXES,
+    LOSSES,
+    MINERS,
+    OPTIMIZERS,
+    PML_PREFIX,
+    REDUCERS,
+    SAMPLERS,
+    SOURCES,
+    TRACKERS,
+)
 from embedlab.registry import Registry
 
 PARAMS_FILE = "params.yaml"
 MAX_SPRITE_SIDE = 8192
 """Widest sprite TensorBoard's projector loads (pixels)."""
-
-PAIR_LOSSES = ("contrastive", "multi_similarity", "supcon")
-"""Losses on pairs of embeddings: the ones a memory bank can feed."""
 
 
 class ParamsError(EmbedlabError):
@@ -53,11 +61,12 @@ class _Section(BaseModel):
 
 
 def _registered(registry: Registry, *fields: str) -> Any:
-    """A field validator that accepts only names of ``registry`` (one or a list of them)."""
+    """A field validator that accepts only names of ``registry`` (one, a list, or null)."""
 
     def check(cls: type, value: Any) -> Any:
         for name in value if isinstance(value, list) else [value]:
-            registry.check(name)
+            if name is not None:
+                registry.check(name)
         return value
 
     return field_validator(*fields)(classmethod(check))
@@ -152,16 +161,41 @@ class ProxyAnchorLossParams(_Section):
     alpha: float = Field(32.0, gt=0.0)
 
 
+class DistanceParams(_Section):
+    """A pytorch-metric-learning distance for a ``pml.*`` loss or miner."""
+
+    name: str | None = None
+    """A ``pml.*`` name of :data:`embedlab.registries.DISTANCES`; null: the loss's (or
+    miner's) own default."""
+    pml: dict[str, Any] = Field(default_factory=dict)
+    """Its keyword arguments, PML's names (``{normalize_embeddings: true, p: 2}``)."""
+
+    _name = _registered(DISTANCES, "name")
+
+
+class ReducerParams(_Section):
+    """A pytorch-metric-learning reducer for a ``pml.*`` loss."""
+
+    name: str | None = None
+    """A ``pml.*`` name of :data:`embedlab.registries.REDUCERS`; null: the loss's default."""
+    pml: dict[str, Any] = Field(default_factory=dict)
+    """Its keyword arguments, PML's names (``{low: 0.1}``); a list becomes a tensor."""
+
+    _name = _registered(REDUCERS, "name")
+
+
 class LossParams(_Section):
     """``train.loss``: the loss ``name`` and one section of arguments per loss.
 
     Every section is always present (with pytorch-metric-learning's defaults), so
     ``dvc exp run -S train.loss.name=supcon`` switches loss without leaving keys that
-    would not fit it. The section names are the names of :data:`~embedlab.registries.LOSSES`.
+    would not fit it. The section names are the names of our losses in
+    :data:`~embedlab.registries.LOSSES`; a ``pml.*`` loss takes ``pml``.
     """
 
     name: str = "triplet"
-    """A name of :data:`embedlab.registries.LOSSES`."""
+    """A name of :data:`embedlab.registries.LOSSES`: ours, or ``pml.<Class>`` for any
+    pytorch-metric-learning loss."""
     triplet: TripletLossParams = Field(default_factory=TripletLossParams)
     contrastive: ContrastiveLossParams = Field(default_factory=ContrastiveLossParams)
     multi_similarity: MultiSimilarityLossParams = Field(default_factory=MultiSimilarityLossParams)
@@ -171,8 +205,13 @@ class LossParams(_Section):
         default_factory=SubCenterArcFaceLossParams
     )
     proxy_anchor: ProxyAnchorLossParams = Field(default_factory=ProxyAnchorLossParams)
+    pml: dict[str, Any] = Field(default_factory=dict)
+    """``pml.*`` losses: keyword arguments, PML's names (``{m: 0.4, gamma: 80}``); the
+    class count and embedding size of class-weight losses are filled in."""
+    distance: DistanceParams = Field(default_factory=DistanceParams)
+    reducer: ReducerParams = Field(default_factory=ReducerParams)
     class_weights_lr: float = Field(0.01, gt=0.0)
-    """Learning rate of the class weights (arcface, subcenter_arcface, proxy_anchor)."""
+    """Learning rate of the class weights (arcface, proxy_anchor, pml.CosFaceLoss...)."""
 
     _name = _registered(LOSSES, "name")
 
@@ -183,33 +222,97 @@ class LossParams(_Section):
             raise ValueError("'margin' moved: the triplet margin is train.loss.triplet.margin")
         return raw
 
+    @model_validator(mode="after")
+    def _pml_parts_need_a_pml_loss(self) -> LossParams:
+        for part in ("distance", "reducer"):
+            chosen = getattr(self, part).name
+            if chosen is not None and not self.name.startswith(PML_PREFIX):
+                raise ValueError(
+                    f"{part}.name: {chosen!r} goes with a pml.* loss; {self.name!r} has its "
+                    f"own, set train.loss.{part}.name: null"
+                )
+        return self
+
     def arguments(self) -> dict[str, Any]:
-        """The keyword arguments of the chosen loss (its section).
+        """The keyword arguments of the chosen loss (its section, or ``pml``).
 
         >>> LossParams(name="supcon").arguments()
         {'temperature': 0.1}
+        >>> LossParams(name="pml.CircleLoss", pml={"m": 0.25}).arguments()
+        {'m': 0.25}
         """
-        return getattr(self, self.name).model_dump()
+        if self.name.startswith(PML_PREFIX):
+            return dict(self.pml)
+        section = getattr(self, self.name, None)  # a loss without a section: its defaults
+        return section.model_dump() if isinstance(section, BaseModel) else {}
 
 
 class MinerParams(_Section):
     name: str = "all"
-    """A name of :data:`embedlab.registries.MINERS`. With a pair loss, ``all`` means every
-    pair (PML's default); class-weight losses use no miner."""
+    """A name of :data:`embedlab.registries.MINERS`: ours, or ``pml.<Class>`` for any
+    pytorch-metric-learning miner. With a pair loss, ``all`` means every pair (PML's
+    default); losses that take no miner (class weights) need ``all``."""
     max_output_triplets: int = Field(5000, ge=1)
     """``all`` with the triplet loss: cap on triplets per batch (a random subset above it)."""
     epsilon: float = Field(0.1, ge=0.0)
     """``multi_similarity`` only: the margin of its pair conditions."""
     memory_size: int = Field(0, ge=0)
     """Items of past batches kept as extra references (0: no memory bank). Pair losses only,
-    with the ``all`` or ``multi_similarity`` miner."""
+    with the ``all``, ``multi_similarity`` or a ``pml.*`` miner."""
+    pml: dict[str, Any] = Field(default_factory=dict)
+    """``pml.*`` miners: keyword arguments, PML's names (``{margin: 0.2}``)."""
+    distance: DistanceParams = Field(default_factory=DistanceParams)
 
     _name = _registered(MINERS, "name")
 
+    @model_validator(mode="after")
+    def _pml_distance_needs_a_pml_miner(self) -> MinerParams:
+        if self.distance.name is not None and not self.name.startswith(PML_PREFIX):
+            raise ValueError(
+                f"distance.name: {self.distance.name!r} goes with a pml.* miner, not "
+                f"{self.name!r}; set train.miner.distance.name: null"
+            )
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the chosen miner (our ``all`` and ``multi_similarity``
+        take theirs; a ``pml.*`` miner its ``pml`` section).
+
+        >>> MinerParams(name="multi_similarity").arguments()
+        {'epsilon': 0.1}
+        """
+        if self.name.startswith(PML_PREFIX):
+            return dict(self.pml)
+        if self.name == "all":
+            return {"max_output_triplets": self.max_output_triplets}
+        if self.name == "multi_similarity":
+            return {"epsilon": self.epsilon}
+        return {}
+
 
 class SamplerParams(_Section):
+    name: str = "balance"
+    """A name of :data:`embedlab.registries.SAMPLERS`: ``balance`` (``n_labels x
+    n_instances``) or ``category_balance`` (``n_categories x n_labels x n_instances``, the
+    labels of a batch's categories; needs the manifest's ``category`` column)."""
     n_labels: int = Field(5, ge=2)
+    """Labels per batch (``category_balance``: per category)."""
     n_instances: int = Field(16, ge=2)
+    n_categories: int = Field(2, ge=1)
+    """``category_balance`` only: categories per batch."""
+
+    _name = _registered(SAMPLERS, "name")
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the chosen sampler.
+
+        >>> SamplerParams(name="category_balance").arguments()
+        {'n_labels': 5, 'n_instances': 16, 'n_categories': 2}
+        """
+        sizes = {"n_labels": self.n_labels, "n_instances": self.n_instances}
+        if SAMPLERS.tag(self.name) == "categories":
+            sizes["n_categories"] = self.n_categories
+        return sizes
 
 
 class OptimizerParams(_Section):
@@ -262,16 +365,25 @@ class TrainParams(_Section):
     """A NaN or inf loss: stop the stage with a one-line error, or skip that batch."""
 
     @model_validator(mode="after")
-    def _memory_needs_a_pair_loss(self) -> TrainParams:
-        if self.miner.memory_size and self.loss.name not in PAIR_LOSSES:
+    def _miner_and_memory_fit_the_loss(self) -> TrainParams:
+        """What the loss's kind (:class:`~embedlab.registries.LossKind`) allows."""
+        kind = LOSSES.tag(self.loss.name)
+        if self.miner.name != "all" and not kind.miner:
+            raise ValueError(
+                f"train.miner.name: {self.loss.name!r} takes no miner "
+                f"({kind.name.replace('_', ' ')}), not {self.miner.name!r}; set it to all"
+            )
+        if self.miner.memory_size and not kind.memory_bank:
+            pair_losses = [n for n in LOSSES.names if LOSSES.tag(n).memory_bank]
             raise ValueError(
                 f"train.miner.memory_size: the memory bank works with the pair losses "
-                f"({', '.join(PAIR_LOSSES)}), not {self.loss.name!r}; set it to 0"
+                f"({', '.join(pair_losses)}), not {self.loss.name!r}; set it to 0"
             )
-        if self.miner.memory_size and self.miner.name not in ("all", "multi_similarity"):
+        pair_miner = self.miner.name in ("all", "multi_similarity")
+        if self.miner.memory_size and not (pair_miner or self.miner.name.startswith(PML_PREFIX)):
             raise ValueError(
-                f"train.miner.memory_size: the memory bank mines pairs with 'all' or "
-                f"'multi_similarity', not {self.miner.name!r}"
+                f"train.miner.memory_size: the memory bank mines pairs with 'all', "
+                f"'multi_similarity' or a pml.* miner, not {self.miner.name!r}"
             )
         return self
 

@@ -5,15 +5,18 @@ validation, "did you mean" messages, the docs and the test that builds every ent
 read them from here. Nothing is imported until an entry is used, so importing this
 module (and ``embedlab.config``) stays cheap.
 
->>> LOSSES.names[:1], "hard" in MINERS
-(('triplet',), True)
+>>> LOSSES.names[:1], "hard" in MINERS, LOSSES.tag("supcon").memory_bank
+(('triplet',), True, True)
 >>> OPTIMIZERS.get("sgd").__name__
 'SGD'
 """
 
 from __future__ import annotations
 
-from embedlab.registry import Registry
+from dataclasses import dataclass
+from typing import Any
+
+from embedlab.registry import Entry, Registry
 
 SOURCES = Registry(
     "source",
@@ -31,22 +34,110 @@ SOURCES = Registry(
 )
 """``prepare.source``: functions ``(PrepareParams, out_dir) -> PreparedData``."""
 
+
+@dataclass(frozen=True)
+class LossKind:
+    """What a loss needs from the train stage; each loss declares its kind in :data:`LOSSES`.
+
+    Config validation and :func:`embedlab.stages.train.build_criterion` read it from there,
+    so adding a loss is its module and one registry line.
+    """
+
+    name: str
+    miner: bool
+    """Takes ``train.miner`` (its pairs or triplets); otherwise the miner must be ``all``."""
+    memory_bank: bool
+    """``train.miner.memory_size`` can feed it (pairs against a bank of past batches)."""
+    class_weights: bool
+    """Built with ``num_classes`` and ``embedding_size``; learns weights per class, trained
+    at ``train.loss.class_weights_lr``."""
+
+
+TRIPLET = LossKind("triplet", miner=True, memory_bank=False, class_weights=False)
+"""Triplets from its own miner object (OML's ``TripletLossWithMiner``)."""
+PAIR = LossKind("pair", miner=True, memory_bank=True, class_weights=False)
+"""Pairs from a miner, or every pair; a memory bank can be its reference set."""
+TUPLE = LossKind("tuple", miner=True, memory_bank=False, class_weights=False)
+"""pytorch-metric-learning losses on pairs or triplets from a miner (or all of them)."""
+CLASS_WEIGHTS = LossKind("class_weights", miner=False, memory_bank=False, class_weights=True)
+"""A weight vector (or several) per training class; no miner."""
+WHOLE_BATCH = LossKind("whole_batch", miner=False, memory_bank=False, class_weights=False)
+"""pytorch-metric-learning losses that refuse a miner's tuples: the whole batch, always."""
+
+PML_PREFIX = "pml."
+"""Names of pytorch-metric-learning components start with it (``pml.CircleLoss``)."""
+PML_EXTRA = "pml"
+"""The pip extra of embedlab that installs pytorch-metric-learning."""
+
+
+def _pml(module: str, classes: dict[str, Any]) -> dict[str, Entry]:
+    """``pml.<Class>`` entries of ``pytorch_metric_learning.<module>``, tagged."""
+    return {
+        f"{PML_PREFIX}{name}": Entry(
+            f"pytorch_metric_learning.{module}:{name}", tag=tag, extra=PML_EXTRA
+        )
+        for name, tag in classes.items()
+    }
+
+
 LOSSES = Registry(
     "loss",
     "params.yaml: train.loss.name",
     {
-        "triplet": "embedlab.losses.triplet:TripletLossWithMiner",
-        "contrastive": "embedlab.losses.contrastive:ContrastiveLoss",
-        "multi_similarity": "embedlab.losses.multi_similarity:MultiSimilarityLoss",
-        "supcon": "embedlab.losses.supcon:SupConLoss",
-        "arcface": "embedlab.losses.arcface:ArcFaceLoss",
-        "subcenter_arcface": "embedlab.losses.arcface:SubCenterArcFaceLoss",
-        "proxy_anchor": "embedlab.losses.proxy_anchor:ProxyAnchorLoss",
+        "triplet": Entry("embedlab.losses.triplet:TripletLossWithMiner", TRIPLET),
+        "contrastive": Entry("embedlab.losses.contrastive:ContrastiveLoss", PAIR),
+        "multi_similarity": Entry("embedlab.losses.multi_similarity:MultiSimilarityLoss", PAIR),
+        "supcon": Entry("embedlab.losses.supcon:SupConLoss", PAIR),
+        "arcface": Entry("embedlab.losses.arcface:ArcFaceLoss", CLASS_WEIGHTS),
+        "subcenter_arcface": Entry("embedlab.losses.arcface:SubCenterArcFaceLoss", CLASS_WEIGHTS),
+        "proxy_anchor": Entry("embedlab.losses.proxy_anchor:ProxyAnchorLoss", CLASS_WEIGHTS),
+        # Every pytorch-metric-learning 2.9 loss that takes (embeddings, labels); not
+        # ManifoldLoss and VICRegLoss (no labels), nor the wrappers CrossBatchMemory
+        # (train.miner.memory_size), SelfSupervisedLoss and MultipleLosses.
+        **_pml(
+            "losses",
+            {
+                "AngularLoss": TUPLE,
+                "ArcFaceLoss": CLASS_WEIGHTS,
+                "CircleLoss": PAIR,
+                "ContrastiveLoss": PAIR,
+                "CosFaceLoss": CLASS_WEIGHTS,
+                "DynamicSoftMarginLoss": TUPLE,
+                "FastAPLoss": TUPLE,
+                "GeneralizedLiftedStructureLoss": PAIR,
+                "HistogramLoss": TUPLE,
+                "InstanceLoss": WHOLE_BATCH,
+                "IntraPairVarianceLoss": PAIR,
+                "LargeMarginSoftmaxLoss": CLASS_WEIGHTS,
+                "LiftedStructureLoss": PAIR,
+                "MarginLoss": TUPLE,
+                "MultiSimilarityLoss": PAIR,
+                "NCALoss": TUPLE,
+                "NPairsLoss": TUPLE,
+                "NTXentLoss": PAIR,
+                "NormalizedSoftmaxLoss": CLASS_WEIGHTS,
+                "P2SGradLoss": CLASS_WEIGHTS,
+                "PNPLoss": WHOLE_BATCH,
+                "ProxyAnchorLoss": CLASS_WEIGHTS,
+                "ProxyNCALoss": CLASS_WEIGHTS,
+                "RankedListLoss": WHOLE_BATCH,
+                "SignalToNoiseRatioContrastiveLoss": PAIR,
+                "SmoothAPLoss": TUPLE,
+                "SoftTripleLoss": CLASS_WEIGHTS,
+                "SphereFaceLoss": CLASS_WEIGHTS,
+                "SubCenterArcFaceLoss": CLASS_WEIGHTS,
+                "SupConLoss": PAIR,
+                "ThresholdConsistentMarginLoss": TUPLE,
+                "TripletMarginLoss": TUPLE,
+                "TupletMarginLoss": PAIR,
+            },
+        ),
     },
 )
-"""``train.loss.name``: ``torch.nn.Module`` classes ``(embeddings, labels) -> loss``; each name
-is also the name of its argument section in ``train.loss``. Class-weight losses (attribute
-``takes_class_weights``) also take ``num_classes`` and ``embedding_size``."""
+"""``train.loss.name``: ``torch.nn.Module`` classes ``(embeddings, labels) -> loss``, each
+tagged with its :class:`LossKind`. Each of ours has an argument section of its name in
+``train.loss``; a ``pml.*`` loss takes ``train.loss.pml``. Class-weight losses also take
+``num_classes`` and ``embedding_size``."""
 
 MINERS = Registry(
     "miner",
@@ -55,9 +146,75 @@ MINERS = Registry(
         "all": "embedlab.miners.triplets:AllTripletsMiner",
         "hard": "embedlab.miners.triplets:HardTripletsMiner",
         "multi_similarity": "embedlab.miners.multi_similarity:MultiSimilarityMiner",
+        # Not EmbeddingsAlreadyPackagedAsTriplets: it reads the batch as consecutive
+        # triplets, which class-balanced batches are not.
+        **_pml(
+            "miners",
+            dict.fromkeys(
+                [
+                    "AngularMiner",
+                    "BatchEasyHardMiner",
+                    "BatchHardMiner",
+                    "DistanceWeightedMiner",
+                    "HDCMiner",
+                    "MultiSimilarityMiner",
+                    "PairMarginMiner",
+                    "TripletMarginMiner",
+                    "UniformHistogramMiner",
+                ]
+            ),
+        ),
     },
 )
-"""``train.miner.name``: :class:`~embedlab.miners.Miner` classes."""
+"""``train.miner.name``: :class:`~embedlab.miners.Miner` classes, or pytorch-metric-learning
+miners (wrapped in :class:`~embedlab.miners.pml.PmlMiner`)."""
+
+DISTANCES = Registry(
+    "distance",
+    "params.yaml: train.loss.distance.name / train.miner.distance.name",
+    # Not BatchedDistance: a wrapper of another distance, for memory, not a measure.
+    _pml(
+        "distances",
+        dict.fromkeys(["CosineSimilarity", "DotProductSimilarity", "LpDistance", "SNRDistance"]),
+    ),
+)
+"""``train.loss.distance.name``, ``train.miner.distance.name``: pytorch-metric-learning
+distances, for ``pml.*`` losses and miners."""
+
+REDUCERS = Registry(
+    "reducer",
+    "params.yaml: train.loss.reducer.name",
+    # Not DoNothingReducer (no scalar loss to train on) nor MultipleReducers (a mapping of
+    # reducer objects, which params.yaml cannot hold).
+    _pml(
+        "reducers",
+        dict.fromkeys(
+            [
+                "AvgNonZeroReducer",
+                "ClassWeightedReducer",
+                "DivisorReducer",
+                "MeanReducer",
+                "PerAnchorReducer",
+                "SumReducer",
+                "ThresholdReducer",
+            ]
+        ),
+    ),
+)
+"""``train.loss.reducer.name``: pytorch-metric-learning reducers, for ``pml.*`` losses."""
+
+SAMPLERS = Registry(
+    "sampler",
+    "params.yaml: train.sampler.name",
+    {
+        "balance": "embedlab.data.samplers:BalanceSampler",
+        "category_balance": Entry(
+            "embedlab.data.samplers:CategoryBalanceSampler", tag="categories"
+        ),
+    },
+)
+"""``train.sampler.name``: batch samplers ``(labels, n_labels, n_instances, ...)``; the one
+tagged ``categories`` also takes each item's category and ``n_categories``."""
 
 OPTIMIZERS = Registry(
     "optimizer",
@@ -101,4 +258,7 @@ ALL: dict[str, Registry] = {
     "optimizers": OPTIMIZERS,
     "trackers": TRACKERS,
     "indexes": INDEXES,
+    "distances": DISTANCES,
+    "reducers": REDUCERS,
+    "samplers": SAMPLERS,
 }

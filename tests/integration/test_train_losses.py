@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT
-from embedlab.registries import LOSSES
+from embedlab.registries import LOSSES, PML_PREFIX
 from embedlab.stages.common import CHECKPOINTS_DIR, MODELS_DIR
 from embedlab.stages.prepare import run_prepare
 from embedlab.stages.train import run_train
@@ -47,11 +47,15 @@ def train(prepared: Path, root: Path, **overrides: Any) -> tuple[dict, pd.DataFr
     return report, pd.read_csv(metrics)
 
 
+OURS = [name for name in LOSSES.names if not name.startswith(PML_PREFIX)]
+"""Our losses (the pml.* ones: tests/unit/test_pml_loss.py, tests/pipeline/)."""
+
+
 def test_every_loss_has_a_stats_entry_here() -> None:
-    assert set(STATS) == set(LOSSES.names)
+    assert set(STATS) == set(OURS)
 
 
-@pytest.mark.parametrize("name", LOSSES.names)
+@pytest.mark.parametrize("name", OURS)
 def test_loss_trains_and_logs_its_statistics(name: str, prepared: Path, tmp_path: Path) -> None:
     report, rows = train(prepared, tmp_path / name, train__loss__name=name)
     assert math.isfinite(report["final_loss"]) and report["global_step"] > 0
@@ -94,3 +98,31 @@ def test_pair_loss_with_a_memory_bank_trains_and_saves_the_bank(
     )["state_dict"]
     assert state["criterion.memory.embeddings"].shape == (48, 32)
     assert bool(state["criterion.memory.filled"])
+
+
+def test_a_pml_class_weight_loss_trains_its_weights_like_ours(
+    prepared: Path, tmp_path: Path
+) -> None:
+    report, rows = train(
+        prepared,
+        tmp_path / "pml",
+        train__loss={"name": "pml.ArcFaceLoss", "class_weights_lr": 0.02},
+    )
+    assert math.isfinite(report["final_loss"])
+    assert "train/avg_angle" in set(rows["key"])  # PML's statistic, as train/<stat>
+    checkpoint = torch.load(
+        tmp_path / "pml" / CHECKPOINTS_DIR / LAST_CHECKPOINT, map_location="cpu", weights_only=True
+    )
+    assert checkpoint["state_dict"]["criterion.loss.W"].shape == (32, 5)  # 5 train digits
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 2 and groups[1]["initial_lr"] == 0.02
+    exported = load_file(tmp_path / "pml" / MODELS_DIR / "extractor.safetensors")
+    assert not any(key.startswith("criterion") for key in exported)
+
+
+def test_category_balanced_batches_train(prepared: Path, tmp_path: Path) -> None:
+    """digits has one category: one category x 3 labels x 4 items per batch."""
+    sampler = {"name": "category_balance", "n_categories": 1, "n_labels": 3, "n_instances": 4}
+    report, rows = train(prepared, tmp_path / "category", train__sampler=sampler)
+    assert math.isfinite(report["final_loss"]) and report["global_step"] > 0
+    assert len(rows[rows["key"] == "train/loss"]) == report["global_step"]

@@ -19,7 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 STAGES = ("prepare", "train", "validate", "embed")
-_REGISTRY_USE = re.compile(r"\b(SOURCES|LOSSES|MINERS|OPTIMIZERS|TRACKERS|INDEXES)\.(get|build)\(")
+_REGISTRY_USE = re.compile(
+    r"\b(SOURCES|LOSSES|MINERS|OPTIMIZERS|TRACKERS|INDEXES|DISTANCES|REDUCERS|SAMPLERS)"
+    r"\.(get|build)\("
+)
 
 
 def module_file(module: str) -> Path | None:
@@ -55,14 +58,25 @@ def _lazy_table(tree: ast.Module) -> dict[str, str]:
 
 
 def _registry_entries() -> dict[str, list[str]]:
+    """Each ``Registry(...)`` of registries.py: the modules of its entries (a string, or an
+    ``Entry(...)`` whose first argument is one; ``**`` spreads name other packages)."""
     tree = ast.parse((SRC / "embedlab" / "registries.py").read_text())
     out: dict[str, list[str]] = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            name = node.targets[0].id  # type: ignore[attr-defined]
-            table = node.value.args[2]
-            if isinstance(table, ast.Dict):
-                out[name] = [v.value.split(":")[0] for v in table.values]  # type: ignore[union-attr]
+        call = node.value if isinstance(node, ast.Assign) else None
+        if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "Registry"):
+            continue
+        name = node.targets[0].id  # type: ignore[attr-defined,union-attr]
+        table = call.args[2]
+        out[name] = []
+        pairs = zip(table.keys, table.values, strict=True) if isinstance(table, ast.Dict) else []
+        for key, value in pairs:
+            if key is None:  # a ** spread: pml.* entries of pytorch-metric-learning
+                continue
+            if isinstance(value, ast.Call) and value.args:
+                value = value.args[0]
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                out[name].append(value.value.split(":")[0])
     return out
 
 

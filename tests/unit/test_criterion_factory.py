@@ -18,7 +18,8 @@ from embedlab.losses import (
     TripletLossWithMiner,
 )
 from embedlab.miners import AllTripletsMiner, HardTripletsMiner, MultiSimilarityMiner
-from embedlab.registries import LOSSES
+from embedlab.registries import CLASS_WEIGHTS, LOSSES, PAIR
+from embedlab.registry import Entry
 from embedlab.stages.train import build_criterion, build_module, class_indices
 
 
@@ -124,7 +125,7 @@ def test_memory_size_wraps_the_pair_loss_in_a_memory_bank() -> None:
         ({"miner": {"memory_size": 64}}, "works with the pair losses"),
         (
             {"loss": {"name": "supcon"}, "miner": {"name": "hard", "memory_size": 64}},
-            "mines pairs with 'all' or 'multi_similarity', not 'hard'",
+            r"mines pairs with 'all', 'multi_similarity' or a pml.\* miner, not 'hard'",
         ),
     ],
 )
@@ -188,3 +189,82 @@ def test_the_train_stage_module_trains_class_weights_at_their_param() -> None:
     optimizer = module.configure_optimizers()["optimizer"]
     assert [g["lr"] for g in optimizer.param_groups] == [0.002, 0.03]
     assert optimizer.param_groups[1]["params"] == [criterion.proxies]
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (
+            {"loss": {"name": "arcface"}, "miner": {"name": "hard"}},
+            r"train.miner.name: 'arcface' takes no miner \(class weights\), not 'hard'; set it "
+            r"to all",
+        ),
+        (
+            {"loss": {"name": "pml.CosFaceLoss"}, "miner": {"name": "pml.BatchHardMiner"}},
+            r"'pml.CosFaceLoss' takes no miner \(class weights\)",
+        ),
+        (
+            {"loss": {"name": "pml.PNPLoss"}, "miner": {"name": "multi_similarity"}},
+            r"'pml.PNPLoss' takes no miner \(whole batch\)",
+        ),
+        (
+            {"loss": {"name": "pml.TripletMarginLoss"}, "miner": {"memory_size": 64}},
+            r"memory bank works with the pair losses \(contrastive, .*pml.CircleLoss.*\), not "
+            r"'pml.TripletMarginLoss'",
+        ),
+        (
+            {"loss": {"name": "supcon", "distance": {"name": "pml.LpDistance"}}},
+            r"train.loss: distance.name: 'pml.LpDistance' goes with a pml.\* loss; 'supcon' has "
+            r"its own, set train.loss.distance.name: null",
+        ),
+        (
+            {"loss": {"name": "supcon", "reducer": {"name": "pml.MeanReducer"}}},
+            r"train.loss: reducer.name: 'pml.MeanReducer' goes with a pml.\* loss",
+        ),
+        (
+            {"miner": {"name": "hard", "distance": {"name": "pml.CosineSimilarity"}}},
+            r"train.miner: distance.name: 'pml.CosineSimilarity' goes with a pml.\* miner",
+        ),
+        (
+            {"loss": {"name": "pml.CirclLoss"}},
+            r"train.loss.name: unknown loss 'pml.CirclLoss' \(did you mean 'pml.CircleLoss'\? "
+            r"known: triplet, contrastive, .*, pml.AngularLoss, .*pml.TupletMarginLoss\)$",
+        ),
+        (
+            {"miner": {"name": "pml.BatchHardMiners"}},
+            r"unknown miner 'pml.BatchHardMiners' \(did you mean 'pml.BatchHardMiner'\?",
+        ),
+    ],
+)
+def test_what_a_loss_kind_refuses_is_one_line(train: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message) as caught:
+        parse_params({"train": train})
+    assert "\n" not in str(caught.value)
+
+
+def test_pml_class_weight_losses_get_the_classes_and_the_width() -> None:
+    cosface = criterion_for(7, 12, loss={"name": "pml.CosFaceLoss", "pml": {"margin": 0.2}})
+    assert cosface.loss.W.shape == (12, 7) and cosface.loss.margin == 0.2
+    p2s = criterion_for(7, 12, loss={"name": "pml.P2SGradLoss"})  # PML says descriptors_dim
+    assert p2s.loss.weight.shape == (12, 7)
+
+
+def test_a_pml_pair_loss_takes_the_memory_bank_and_a_pml_miner() -> None:
+    criterion = criterion_for(
+        loss={"name": "pml.NTXentLoss"},
+        miner={"name": "pml.PairMarginMiner", "memory_size": 32, "pml": {"pos_margin": 0.1}},
+    )
+    assert isinstance(criterion, CrossBatchMemory) and criterion.memory_size == 32
+    assert criterion.loss.miner is None and criterion.miner.miner.pos_margin == 0.1
+
+
+def test_a_new_loss_is_its_module_and_one_registry_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config validation and the factory read the kind from the registry entry alone."""
+    entry = Entry("embedlab.losses.contrastive:ContrastiveLoss", PAIR)
+    monkeypatch.setitem(LOSSES._entries, "my_pair_loss", entry)
+    train = {"loss": {"name": "my_pair_loss"}, "miner": {"memory_size": 16}}
+    criterion = criterion_for(**train)  # the memory bank is allowed: the kind says pair
+    assert isinstance(criterion, CrossBatchMemory) and isinstance(criterion.loss, ContrastiveLoss)
+    monkeypatch.setitem(LOSSES._entries, "my_pair_loss", Entry(entry.target, CLASS_WEIGHTS))
+    with pytest.raises(ParamsError, match="'my_pair_loss' takes no miner"):
+        parse_params({"train": {"loss": {"name": "my_pair_loss"}, "miner": {"name": "hard"}}})

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "lightning": {"config", "data", "embedding", "errors", "io", "metrics", "tracking", "viz"},
     "stages": {
         "config", "data", "embedding", "errors", "io", "lightning", "losses", "metrics",
-        "miners", "models", "registries", "retrieval", "tracking", "compare",
+        "miners", "models", "registries", "registry", "retrieval", "tracking", "compare",
     },
     # compare reads finished runs: their files, the manifest, a metric to redo top-k lists
     "compare": {

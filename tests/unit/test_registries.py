@@ -9,10 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab.config import LossParams, Params, ParamsError, parse_params
+from embedlab.config import LossParams, Params, ParamsError, SamplerParams, parse_params
 from embedlab.errors import EmbedlabError
-from embedlab.registries import ALL, INDEXES, LOSSES, MINERS, OPTIMIZERS, SOURCES, TRACKERS
+from embedlab.miners import build_miner
+from embedlab.registries import (
+    ALL,
+    DISTANCES,
+    INDEXES,
+    LOSSES,
+    MINERS,
+    OPTIMIZERS,
+    PML_PREFIX,
+    REDUCERS,
+    SAMPLERS,
+    SOURCES,
+    TRACKERS,
+    LossKind,
+)
 from embedlab.registry import Registry
+from embedlab.stages.criterion import build_criterion
 
 
 def _entries(registry: Registry) -> list[str]:
@@ -24,22 +39,34 @@ def test_every_source_resolves_to_a_prepare_function(name: str) -> None:
     assert callable(SOURCES.get(name))
 
 
+# Arguments a pml.* loss needs that have no default in PML.
+PML_REQUIRED = {"pml.RankedListLoss": {"margin": 0.4, "Tn": 10.0}}
+
+
 @pytest.mark.parametrize("name", _entries(LOSSES))
 def test_every_loss_builds_and_backpropagates(name: str) -> None:
-    # Class-weight losses need the classes and the width; the others build bare.
-    takes_classes = getattr(LOSSES.get(name), "takes_class_weights", False)
-    sizes = {"num_classes": 4, "embedding_size": 4} if takes_classes else {}
-    if name == "triplet":
-        sizes["need_logs"] = True  # OML's default is False
-    loss = LOSSES.build(name, **sizes)
+    """Through the train stage's factory, which reads the loss's kind from the registry."""
+    params = parse_params({"train": {"loss": {"name": name, "pml": PML_REQUIRED.get(name, {})}}})
+    loss = build_criterion(params, num_classes=4, embedding_size=4)
+    torch.manual_seed(0)
     features = torch.randn(8, 4, requires_grad=True)
     value = loss(features, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     value.backward()
     assert torch.isfinite(value) and features.grad is not None and features.grad.any()
-    assert loss.last_logs and all(isinstance(v, float) for v in loss.last_logs.values())
+    assert all(isinstance(v, float) for v in loss.last_logs.values())
+    if not name.startswith(PML_PREFIX):  # ours all log statistics; PML's only some
+        assert loss.last_logs
+    weights = [p for p in loss.parameters() if p.requires_grad]
+    assert bool(weights) == LOSSES.tag(name).class_weights
 
 
 @pytest.mark.parametrize("name", _entries(LOSSES))
+def test_every_loss_declares_its_kind(name: str) -> None:
+    assert isinstance(LOSSES.tag(name), LossKind)
+    assert (LOSSES.extra(name) == "pml") == name.startswith(PML_PREFIX)
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSES.names if not n.startswith(PML_PREFIX)])
 def test_every_loss_has_its_params_section(name: str) -> None:
     assert set(LossParams(name=name).arguments()) <= set(
         inspect.signature(LOSSES.get(name)).parameters
@@ -49,10 +76,44 @@ def test_every_loss_has_its_params_section(name: str) -> None:
 @pytest.mark.parametrize("name", _entries(MINERS))
 def test_every_miner_builds_and_mines(name: str) -> None:
     torch.manual_seed(0)
-    anchors, positives, negatives = MINERS.build(name).sample(
-        torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    anchors, positives, negatives = build_miner(name).sample(
+        torch.randn(12, 3), torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
     )
     assert len(anchors) == len(positives) == len(negatives) > 0
+
+
+@pytest.mark.parametrize("registry", [DISTANCES, REDUCERS], ids=lambda r: r.kind)
+def test_every_distance_and_reducer_trains_a_pml_loss(registry: Registry) -> None:
+    """Each builds and reduces (ClassWeightedReducer's weights as a list, as in params.yaml)."""
+    for name in registry.names:
+        part = registry.kind
+        arguments = {
+            "pml.ClassWeightedReducer": {"weights": [1.0, 2.0, 1.0, 0.5]},
+            "pml.ThresholdReducer": {"low": 0.1},
+        }.get(name, {})
+        # DivisorReducer needs a loss that reports its divisor (PML's MarginLoss does).
+        loss = "pml.MarginLoss" if name.endswith("DivisorReducer") else "pml.ContrastiveLoss"
+        raw = {"name": loss, part: {"name": name, "pml": arguments}}
+        criterion = build_criterion(parse_params({"train": {"loss": raw}}), 4, 4)
+        # (losses with several terms put the reducer inside PML's MultipleReducers)
+        inside = getattr(criterion.loss, part).modules()
+        assert any(type(m) is registry.get(name) for m in inside), name
+        features = torch.randn(8, 4, requires_grad=True)
+        value = criterion(features, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+        value.backward()
+        assert value.ndim == 0 and torch.isfinite(value), name
+
+
+@pytest.mark.parametrize("name", _entries(SAMPLERS))
+def test_every_sampler_builds_balanced_batches(name: str) -> None:
+    labels = np.repeat(np.arange(8), 4)
+    categories = np.repeat(["a", "b"], 16)
+    extra = {"categories": categories} if SAMPLERS.tag(name) == "categories" else {}
+    sampler = SAMPLERS.build(
+        name, labels=labels, seed=0, **SamplerParams(name=name, n_labels=2).arguments(), **extra
+    )
+    batches = list(sampler)
+    assert batches and all(len(b) == sampler.batch_size for b in batches)
 
 
 @pytest.mark.parametrize("name", _entries(OPTIMIZERS))
@@ -88,6 +149,17 @@ def test_every_index_builds_and_searches(name: str) -> None:
         ({"train": {"optimizer": {"name": "{}"}}}, "train.optimizer.name", OPTIMIZERS),
         ({"tracking": {"loggers": ["{}"]}}, "tracking.loggers", TRACKERS),
         ({"embed": {"index": "{}"}}, "embed.index", INDEXES),
+        ({"train": {"sampler": {"name": "{}"}}}, "train.sampler.name", SAMPLERS),
+        (
+            {"train": {"loss": {"name": "pml.CircleLoss", "distance": {"name": "{}"}}}},
+            "train.loss.distance.name",
+            DISTANCES,
+        ),
+        (
+            {"train": {"loss": {"name": "pml.CircleLoss", "reducer": {"name": "{}"}}}},
+            "train.loss.reducer.name",
+            REDUCERS,
+        ),
     ],
 )
 def test_config_accepts_exactly_the_registered_names(
@@ -115,3 +187,13 @@ def test_every_registry_of_the_module_is_listed_in_all() -> None:
 
     defined = [v for v in vars(module).values() if isinstance(v, Registry)]
     assert sorted(id(r) for r in defined) == sorted(id(r) for r in ALL.values())
+
+
+@pytest.mark.parametrize("registry", [LOSSES, MINERS, DISTANCES, REDUCERS, SAMPLERS])
+def test_docs_losses_lists_every_name(registry: Registry) -> None:
+    """docs/losses.md names each loss, miner, distance, reducer and sampler params accept."""
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "losses.md").read_text()
+    for name in registry.names:
+        assert f"`{name.removeprefix(PML_PREFIX)}`" in text, name

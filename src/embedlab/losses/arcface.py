@@ -10,7 +10,6 @@ between the two implementations.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +54,6 @@ class ArcFaceLoss(nn.Module):
         >>> criterion.last_logs
         {'avg_angle': 0.0, 'accuracy': 1.0}
     """
-
-    takes_class_weights: ClassVar[bool] = True
 
     def __init__(
         self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64.0

@@ -8,6 +8,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.losses.pair_base import PairLoss, check_embeddings
 from embedlab.miners.memory import MemoryBank
 from embedlab.miners.pairs import PairMiner, all_pairs, drop_self_pairs
+from embedlab.miners.pml import miner_logs
 
 
 class CrossBatchMemory(nn.Module):
@@ -25,10 +26,12 @@ class CrossBatchMemory(nn.Module):
 
     Args:
         loss: a pair loss (:class:`~embedlab.losses.ContrastiveLoss`,
-            :class:`~embedlab.losses.MultiSimilarityLoss`, :class:`~embedlab.losses.SupConLoss`).
+            :class:`~embedlab.losses.MultiSimilarityLoss`, :class:`~embedlab.losses.SupConLoss`,
+            or a :class:`~embedlab.losses.PmlLoss` of a PML pair loss: ``pml.CircleLoss``...).
         embedding_size: width of the embeddings.
         memory_size: items kept (at least one global batch).
-        miner: a :class:`~embedlab.miners.pairs.PairMiner`, or ``None`` for all pairs.
+        miner: a :class:`~embedlab.miners.pairs.PairMiner` (our ``multi_similarity``, a
+            :class:`~embedlab.miners.pml.PmlMiner`), or ``None`` for all pairs.
 
     Example:
         >>> import torch
@@ -48,16 +51,16 @@ class CrossBatchMemory(nn.Module):
 
     def __init__(
         self,
-        loss: PairLoss,
+        loss: nn.Module,
         embedding_size: int,
         memory_size: int = 1024,
         miner: PairMiner | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(loss, PairLoss):
+        if not (isinstance(loss, PairLoss) or getattr(loss, "takes_reference_set", False)):
             raise EmbedlabError(
                 f"CrossBatchMemory works with the pair losses (contrastive, multi_similarity, "
-                f"supcon), got {type(loss).__name__}"
+                f"supcon, a PmlLoss of a PML pair loss), got {type(loss).__name__}"
             )
         if miner is not None and not isinstance(miner, PairMiner):
             raise EmbedlabError(
@@ -89,5 +92,9 @@ class CrossBatchMemory(nn.Module):
             pairs = all_pairs(labels, bank_labels)
         pairs = drop_self_pairs(pairs, slots)
         value = self.loss(embeddings, labels, pairs, bank_emb, bank_labels)
-        self.last_logs = {**self.loss.last_logs, "memory_items": float(len(self.memory))}
+        self.last_logs = {
+            **self.loss.last_logs,
+            **miner_logs(self.miner),
+            "memory_items": float(len(self.memory)),
+        }
         return value

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from embedlab.errors import EmbedlabError
 from embedlab.miners.pairs import PairMiner, Pairs, all_pairs, triplets_to_pairs
+from embedlab.miners.pml import miner_logs
 from embedlab.miners.triplets import Miner, Triplets, check_batch
 
 
@@ -71,7 +72,8 @@ class PairLoss(nn.Module):
     ``last_logs`` holds the statistics of the last call.
 
     Args:
-        miner: picks the pairs; a :class:`~embedlab.miners.pairs.PairMiner` or a triplet
+        miner: picks the pairs; a :class:`~embedlab.miners.pairs.PairMiner` (a
+            :class:`~embedlab.miners.pml.PmlMiner` too) or a triplet
             :class:`~embedlab.miners.Miner` (its triplets' pairs, as PML converts them).
             ``None`` (PML's default) uses every pair.
     """
@@ -103,9 +105,11 @@ class PairLoss(nn.Module):
         pairs = self.pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         ref = embeddings if ref_emb is None else ref_emb
         if all(len(x) <= 1 for x in pairs):  # PML's rule: no (or a single) pair, no loss
-            self.last_logs = self.empty_logs()
+            self.last_logs = {**self.empty_logs(), **miner_logs(self.miner)}
             return zero_loss(embeddings)
-        return self.compute(embeddings, ref, pairs)
+        value = self.compute(embeddings, ref, pairs)
+        self.last_logs.update(miner_logs(self.miner))  # a pml.* miner's statistics
+        return value
 
     def pairs(
         self,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,8 +36,6 @@ class ProxyAnchorLoss(nn.Module):
         >>> round(criterion(x, torch.tensor([0, 1])).item(), 4)  # log(1 + 1/e) + log(2)
         1.0064
     """
-
-    takes_class_weights: ClassVar[bool] = True
 
     def __init__(
         self, num_classes: int, embedding_size: int, margin: float = 0.1, alpha: float = 32.0

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embedlab.errors import EmbedlabError
+from embedlab.miners.pml import miner_logs
 from embedlab.miners.triplets import AllTripletsMiner, Miner
 from embedlab.retrieval.distance import pairwise_dist
 
@@ -29,7 +30,8 @@ class TripletLossWithMiner(nn.Module):
 
     With ``need_logs=True`` every call fills ``last_logs`` with ``pos_dist`` (mean ``d_ap``),
     ``neg_dist`` (mean ``d_an``), ``active_tri`` (fraction of triplets with positive loss; with
-    the soft margin this is ~1.0, since softplus is positive) and ``n_triplets``.
+    the soft margin this is ~1.0, since softplus is positive) and ``n_triplets`` (and a
+    :class:`~embedlab.miners.pml.PmlMiner`'s statistics as ``miner_<stat>``).
 
     Args:
         margin: hinge margin (``>= 0``), or ``None`` for the soft margin.
@@ -90,6 +92,7 @@ class TripletLossWithMiner(nn.Module):
                     "neg_dist": neg_dist.mean().item(),
                     "active_tri": (per_triplet > 0).float().mean().item(),
                     "n_triplets": float(per_triplet.numel()),
+                    **miner_logs(self.miner),  # a pml.* miner's statistics
                 }
         if self.reduction == "mean":
             return per_triplet.mean()
@@ -105,6 +108,7 @@ class TripletLossWithMiner(nn.Module):
                 "neg_dist": 0.0,
                 "active_tri": 0.0,
                 "n_triplets": 0.0,
+                **miner_logs(self.miner),
             }
         # Summing an empty slice is exactly 0 even when features hold inf/NaN.
         empty = features[:0]

@@ -1,8 +1,10 @@
-"""Miners (triplet and pair) and the memory bank of past embeddings."""
+"""Miners (triplet and pair), ``PmlMiner`` (any pytorch-metric-learning miner) and the memory
+bank of past embeddings."""
 
 from embedlab.miners.memory import MemoryBank
 from embedlab.miners.multi_similarity import MultiSimilarityMiner
 from embedlab.miners.pairs import PairMiner, Pairs, all_pairs
+from embedlab.miners.pml import PmlMiner
 from embedlab.miners.triplets import (
     AllTripletsMiner,
     HardTripletsMiner,
@@ -20,6 +22,7 @@ __all__ = [
     "MultiSimilarityMiner",
     "PairMiner",
     "Pairs",
+    "PmlMiner",
     "all_pairs",
     "build_miner",
 ]

@@ -185,14 +185,22 @@ class HardTripletsMiner(Miner):
 def build_miner(name: str, **kwargs: Any) -> Miner:
     """Build a miner from its name in :data:`embedlab.registries.MINERS` and its arguments.
 
+    A ``pml.*`` name builds that pytorch-metric-learning miner (collecting its statistics)
+    inside a :class:`~embedlab.miners.pml.PmlMiner`.
+
     Example:
         >>> build_miner("all", max_output_triplets=100)
         AllTripletsMiner(max_output_triplets=100)
+        >>> build_miner("pml.TripletMarginMiner", margin=0.1).miner.margin
+        0.1
         >>> build_miner("semihard")
         Traceback (most recent call last):
         ...
         embedlab.errors.EmbedlabError: params.yaml: train.miner.name: unknown miner 'semihard' ...
     """
-    from embedlab.registries import MINERS
+    from embedlab.miners.pml import PmlMiner
+    from embedlab.registries import MINERS, PML_PREFIX
 
+    if name.startswith(PML_PREFIX):
+        return PmlMiner(MINERS.build(name, **{"collect_stats": True, **kwargs}))
     return MINERS.build(name, **kwargs)

@@ -25,7 +25,7 @@ from embedlab.config import OptimizerParams, Params
 from embedlab.data.datasets import DatasetWithLabels
 from embedlab.data.loaders import train_loader
 from embedlab.data.manifest import Manifest, load_manifest
-from embedlab.data.samplers import BalanceSampler
+from embedlab.data.samplers import BalanceSampler, item_categories
 from embedlab.data.transforms import train_transform
 from embedlab.io import write_json
 from embedlab.lightning import (
@@ -38,10 +38,9 @@ from embedlab.lightning import (
 )
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
 from embedlab.lightning.trainer import build_trainer
-from embedlab.losses import CrossBatchMemory
 from embedlab.metrics.names import OVERALL, split_tracker_name
 from embedlab.models import TimmExtractor, save_extractor
-from embedlab.registries import LOSSES, MINERS, OPTIMIZERS
+from embedlab.registries import OPTIMIZERS, SAMPLERS
 from embedlab.stages.common import (
     CHECKPOINTS_DIR,
     CURVES_DIR,
@@ -50,6 +49,7 @@ from embedlab.stages.common import (
     TRAIN_REPORT,
     log,
 )
+from embedlab.stages.criterion import build_criterion
 from embedlab.stages.validation import validation_setup
 from embedlab.tracking import open_trackers, write_run_ids
 from embedlab.tracking.base import TrackerHub
@@ -72,7 +72,7 @@ def build_model(params: Params) -> TimmExtractor:
 def build_train_loader(
     params: Params, manifest: Manifest, preprocessing: dict[str, Any]
 ) -> tuple[DataLoader, BalanceSampler]:
-    """Augmented, class-balanced batches of the train split, and their sampler."""
+    """Augmented, balanced batches of the train split, and their sampler (``train.sampler``)."""
     cfg = params.train
     # Class indices 0..C-1 for the class-weight losses (a monotonic map: the same batches).
     rows = manifest.split("train")
@@ -80,12 +80,16 @@ def build_train_loader(
     train_set = DatasetWithLabels(
         rows.assign(label=codes), manifest.dataset_root, train_transform(preprocessing, cfg.augment)
     )
+    extra: dict[str, Any] = {}
+    if SAMPLERS.tag(cfg.sampler.name) == "categories":
+        extra["categories"] = item_categories(rows, f"{manifest.source or MANIFEST}: train split")
     # The sampler asks torch.distributed for rank and world size when it is iterated.
-    sampler = BalanceSampler(
-        train_set.get_labels(),
-        n_labels=cfg.sampler.n_labels,
-        n_instances=cfg.sampler.n_instances,
+    sampler = SAMPLERS.build(
+        cfg.sampler.name,
+        labels=train_set.get_labels(),
         seed=params.seed,
+        **cfg.sampler.arguments(),
+        **extra,
     )
     return train_loader(train_set, sampler, cfg.num_workers), sampler
 
@@ -102,52 +106,6 @@ def class_indices(labels: Any) -> tuple[np.ndarray, int]:
     """
     classes, codes = np.unique(np.asarray(labels), return_inverse=True)
     return codes.astype(np.int64).reshape(-1), len(classes)
-
-
-def build_criterion(params: Params, num_classes: int, embedding_size: int) -> torch.nn.Module:
-    """The criterion ``train.loss`` and ``train.miner`` describe, with ``last_logs``.
-
-    - ``triplet``: :class:`~embedlab.losses.TripletLossWithMiner` with the miner.
-    - pair losses (``contrastive``, ``multi_similarity``, ``supcon``): the miner picks the
-      pairs; ``all`` means every pair (PML's default, no miner). With
-      ``train.miner.memory_size > 0`` they are wrapped in
-      :class:`~embedlab.losses.CrossBatchMemory`.
-    - class-weight losses (``arcface``, ``subcenter_arcface``, ``proxy_anchor``): built with
-      ``num_classes`` and ``embedding_size``, no miner; labels must be class indices
-      (:func:`class_indices`).
-
-    >>> from embedlab.config import parse_params
-    >>> params = parse_params({"train": {"loss": {"name": "proxy_anchor"}}})
-    >>> build_criterion(params, num_classes=5, embedding_size=8).proxies.shape
-    torch.Size([5, 8])
-    >>> params = parse_params({"train": {"loss": {"name": "supcon"}, "miner": {"memory_size": 64}}})
-    >>> build_criterion(params, num_classes=5, embedding_size=8).memory
-    MemoryBank(embedding_size=8, memory_size=64)
-    """
-    loss_cfg, miner_cfg = params.train.loss, params.train.miner
-    arguments = loss_cfg.arguments()
-    if getattr(LOSSES.get(loss_cfg.name), "takes_class_weights", False):
-        return LOSSES.build(
-            loss_cfg.name, num_classes=num_classes, embedding_size=embedding_size, **arguments
-        )
-    miner = _build_miner(params, pair_loss=loss_cfg.name != "triplet")
-    if loss_cfg.name == "triplet":
-        return LOSSES.build("triplet", miner=miner, need_logs=True, **arguments)
-    if miner_cfg.memory_size:
-        loss = LOSSES.build(loss_cfg.name, **arguments)
-        return CrossBatchMemory(loss, embedding_size, miner_cfg.memory_size, miner=miner)
-    return LOSSES.build(loss_cfg.name, miner=miner, **arguments)
-
-
-def _build_miner(params: Params, pair_loss: bool) -> Any:
-    cfg = params.train.miner
-    if cfg.name == "all":
-        if pair_loss:
-            return None  # every pair: PML's default
-        return MINERS.build("all", max_output_triplets=cfg.max_output_triplets)
-    if cfg.name == "multi_similarity":
-        return MINERS.build("multi_similarity", epsilon=cfg.epsilon)
-    return MINERS.build(cfg.name)
 
 
 def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimizer:
