@@ -22,6 +22,8 @@ def fast_params(**overrides: object) -> Params:
         "prepare": {"source": "digits", "digits_image_size": 16},
         "train": {
             "model": {
+                "arch": "vit_tiny_patch16_224",
+                "input_size": None,
                 "timm_kwargs": {
                     "img_size": 16,
                     "patch_size": 8,

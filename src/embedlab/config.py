@@ -2,10 +2,12 @@
 
 Every section is a pydantic model with ``extra="forbid"``: an unknown or mistyped key
 stops the stage with one line that names the key (and suggests the closest known one).
+Every key is also in the repo's ``params.yaml``, with the same default
+(``tests/unit/test_config.py`` compares the two trees).
 
 >>> params = Params.model_validate({"train": {"max_epochs": 2}})
 >>> params.train.max_epochs, params.train.sampler.n_labels
-(2, 5)
+(2, 10)
 >>> parse_params({"train": {"max_epoch": 2}})
 Traceback (most recent call last):
 ...
@@ -79,7 +81,7 @@ class FashionMnistParams(_Section):
 
 
 class PrepareParams(_Section):
-    source: str = "digits"
+    source: str = "fashion_mnist"
     """A name of :data:`embedlab.registries.SOURCES`."""
     root: str | None = None
     """Input of the source: a folder (imagefolder, cub, sop, cars, inshop) or a CSV file (csv)."""
@@ -95,7 +97,7 @@ class PrepareParams(_Section):
     max_image_pixels: int = Field(89_478_485, ge=1)
     """Images of more pixels are refused (at prepare's header check and at decoding), as
     PIL's decompression-bomb guard does; raise it for genuinely huge images."""
-    digits_image_size: int = Field(32, ge=8, le=256)
+    digits_image_size: int = Field(16, ge=8, le=256)
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     fashion_mnist: FashionMnistParams = Field(default_factory=FashionMnistParams)
@@ -105,12 +107,12 @@ class PrepareParams(_Section):
 
 # --- train ---------------------------------------------------------------------------------
 class ModelParams(_Section):
-    arch: str = "vit_tiny_patch16_224"
+    arch: str = "resnet10t"
     """A timm model name or an OML zoo alias (``vits16_dino``...)."""
     weights: str | None = None
     """A local ``.safetensors``/``.pth`` file, ``hub`` (timm pretrained) or null (random)."""
     normalise_features: bool = True
-    input_size: int | list[int] | None = None
+    input_size: int | list[int] | None = 28
     """Side (or ``[height, width]``) images are resized to, for any architecture; null: the
     model's own (``timm_kwargs.img_size`` when set, else timm's data config, often 224)."""
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -208,7 +210,7 @@ class MinerParams(_Section):
 
 
 class SamplerParams(_Section):
-    n_labels: int = Field(5, ge=2)
+    n_labels: int = Field(10, ge=2)
     n_instances: int = Field(16, ge=2)
 
 
@@ -250,7 +252,7 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     trainer: TrainerParams = Field(default_factory=TrainerParams)
-    max_epochs: int = Field(60, ge=1)
+    max_epochs: int = Field(20, ge=1)
     val_every_n_epochs: int = Field(5, ge=1)
     """Validate after every n-th epoch (and always before training and after the last epoch)."""
     num_workers: int = Field(0, ge=0)
@@ -323,7 +325,7 @@ class ValidateParams(_Section):
     precision_top_k: list[int] = Field(default_factory=lambda: [5])
     map_top_k: list[int] = Field(default_factory=lambda: [5])
     pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
-    r_metrics: bool = False
+    r_metrics: bool = True
     """Also report ``map@R`` and ``r_precision`` (R = relevant gallery items of a query)."""
     fnmr_fmr: list[float] = Field(default_factory=list)
     """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,

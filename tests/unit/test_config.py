@@ -1,6 +1,9 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from embedlab.config import Params, ParamsError, load_params, parse_params
 from tests.conftest import REPO_ROOT
@@ -55,7 +58,55 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 def test_flat_params_and_hash_change_with_values() -> None:
     a, b = Params(), parse_params({"seed": 1})
-    assert a.flat()["train.sampler.n_labels"] == 5
+    assert a.flat()["train.sampler.n_labels"] == 10
     assert a.flat()["validate.cmc_top_k"] == "[1, 5]"
     assert a.short_hash() != b.short_hash()
     assert a.short_hash() == Params().short_hash()
+
+
+def _key_tree(model: type[BaseModel]) -> dict[str, Any]:
+    """Every key ``config.py`` accepts: sections as dicts, settings as ``None``."""
+    tree: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        tree[name] = _key_tree(annotation) if is_section else None
+    return tree
+
+
+def _yaml_tree(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _yaml_tree(v) if isinstance(v, dict) and v else None for k, v in raw.items()}
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, sub in tree.items():
+        keys |= _dotted(sub, f"{prefix}{key}.") if sub else {f"{prefix}{key}"}
+    return keys
+
+
+def test_params_yaml_holds_every_key_config_accepts_and_no_other() -> None:
+    # `dvc exp run -S key=value` only sets keys params.yaml already has.
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    in_code, in_yaml = _dotted(_key_tree(Params)), _dotted(_yaml_tree(raw))
+    assert sorted(in_code - in_yaml) == [], "accepted by config.py, missing in params.yaml"
+    assert sorted(in_yaml - in_code) == [], "in params.yaml, unknown to config.py"
+
+
+def test_code_defaults_equal_params_yaml() -> None:
+    # A tool run without params.yaml (or a key left out) behaves as the repo's params say.
+    repo = _flat(load_params(REPO_ROOT / "params.yaml").model_dump(mode="json"))
+    defaults = _flat(Params().model_dump(mode="json"))
+    assert {
+        key: (value, repo.get(key)) for key, value in defaults.items() if repo.get(key) != value
+    } == {}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
