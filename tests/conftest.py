@@ -30,7 +30,7 @@ def fast_params(**overrides: object) -> Params:
                     "depth": 1,
                     "embed_dim": 32,
                     "num_heads": 2,
-                }
+                },
             },
             "sampler": {"n_labels": 3, "n_instances": 4},
             "max_epochs": 1,
