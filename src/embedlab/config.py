@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,6 +45,54 @@ MAX_SPRITE_SIDE = 8192
 
 PAIR_LOSSES = ("contrastive", "multi_similarity", "supcon")
 """Losses on pairs of embeddings: the ones a memory bank can feed."""
+MAX_SEED = 2**32 - 1
+"""Largest seed numpy and Lightning's ``seed_everything`` accept."""
+MAX_INPUT_SIDE = 4096
+"""Largest ``train.model.input_size`` side: a batch of larger images does not fit in memory."""
+
+# Lightning's names, copied so that reading params.yaml does not import Lightning
+# (tests/unit/test_config.py checks them against Lightning's own registries).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+STRATEGIES = (
+    "auto",
+    "single_device",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    *(
+        f"{name}_find_unused_parameters_{flag}"
+        for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+        for flag in ("false", "true")
+    ),
+    "fsdp",
+    "fsdp_cpu_offload",
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme",
+    "single_tpu",
+    "single_xla",
+    "xla",
+    "xla_debug",
+)
+PRECISIONS = (
+    "32-true",
+    "64-true",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
 
 
 class ParamsError(EmbedlabError):
@@ -89,7 +138,7 @@ class PrepareParams(_Section):
     """``csv`` only: folder that relative paths in the CSV are relative to (default: its folder)."""
     val_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """``imagefolder``: share of the classes held out for validation (open-set split)."""
-    split_seed: int | None = None
+    split_seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """``imagefolder``: seed of the class split; null means the top-level ``seed``."""
     image_check: Literal["exists", "header", "decode"] = "header"
     """How prepare checks each image: it exists; its header parses and the file is not
@@ -117,6 +166,16 @@ class ModelParams(_Section):
     model's own (``timm_kwargs.img_size`` when set, else timm's data config, often 224)."""
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
+
+    @field_validator("input_size")
+    @classmethod
+    def _sides(cls, size: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(size, list) and len(size) != 2:
+            raise ValueError(f"expected a side or [height, width], got {size}")
+        sides = [] if size is None else size if isinstance(size, list) else [size]
+        if any(not 1 <= side <= MAX_INPUT_SIDE for side in sides):
+            raise ValueError(f"every side must be in [1, {MAX_INPUT_SIDE}], got {size}")
+        return size
 
 
 class TripletLossParams(_Section):
@@ -237,11 +296,55 @@ class TrainerParams(_Section):
     """Passed to ``lightning.Trainer`` as is."""
 
     accelerator: str = "cpu"
+    """One of :data:`ACCELERATORS`."""
     devices: int | str | list[int] = 1
     strategy: str = "auto"
+    """One of :data:`STRATEGIES`."""
     num_nodes: int = Field(1, ge=1)
     precision: str = "32-true"
+    """One of :data:`PRECISIONS` (``16`` is read as ``"16"``)."""
     deterministic: bool = True
+
+    @field_validator("devices")
+    @classmethod
+    def _device_count(cls, devices: int | str | list[int]) -> int | str | list[int]:
+        # Lightning's forms: a count (-1: all), "auto", "0,1" / "-1", or a list of indices.
+        text_ok = isinstance(devices, str) and (
+            devices == "auto" or devices.strip() == "-1" or _index_list(devices)
+        )
+        count_ok = isinstance(devices, int) and (devices >= 1 or devices == -1)
+        list_ok = isinstance(devices, list) and bool(devices) and min(devices) >= 0
+        if not (text_ok or count_ok or list_ok):
+            raise ValueError(
+                f"expected a count >= 1, -1 (all), 'auto', or device indices, got {devices!r}"
+            )
+        return devices
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("accelerator", "strategy", "precision")
+    @classmethod
+    def _lightning_name(cls, value: str, info: ValidationInfo) -> str:
+        names = {"accelerator": ACCELERATORS, "strategy": STRATEGIES, "precision": PRECISIONS}
+        known = names[str(info.field_name)]
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(known)}"
+            raise ValueError(f"Lightning knows no {info.field_name} {value!r} ({hint})")
+        return value
+
+
+def _index_list(text: str) -> bool:
+    """``"0,1"`` and ``"2,"`` are device indices; ``"x"`` and ``","`` are not.
+
+    >>> _index_list("0,1"), _index_list("2,"), _index_list("x"), _index_list(",")
+    (True, True, False, False)
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return bool(parts) and all(p.isdigit() for p in parts)
 
 
 class TrainParams(_Section):
@@ -302,7 +405,7 @@ class ProjectorParams(_Section):
     seeded sample when there are more; 0 sends none)."""
     thumbnail_size: int = Field(32, ge=4, le=256)
     """Side of each item's picture in the sprite (letterboxed, aspect ratio kept)."""
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed of the sample; null means the top-level seed."""
 
     @model_validator(mode="after")
@@ -452,7 +555,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "validate"')
 
     class Params(_Section):
-        seed: int = 0
+        seed: int = Field(0, ge=0, le=MAX_SEED)
         prepare: PrepareParams = Field(default_factory=PrepareParams)
         train: TrainParams = Field(default_factory=TrainParams)
         validate: ValidateParams = Field(default_factory=ValidateParams)

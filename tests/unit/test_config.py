@@ -5,7 +5,15 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from embedlab.config import Params, ParamsError, load_params, parse_params
+from embedlab.config import (
+    ACCELERATORS,
+    PRECISIONS,
+    STRATEGIES,
+    Params,
+    ParamsError,
+    load_params,
+    parse_params,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -34,6 +42,17 @@ def test_repo_params_yaml_is_valid() -> None:
         ({"validate": {"cmc_top_k": [0, 5]}}, "validate.cmc_top_k: every k must be >= 1"),
         ({"tracking": {"loggers": ["tensorbord"]}}, "tracking.loggers"),
         ({"prepare": {"source": "imagenet"}}, "prepare.source"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+        ({"train": {"model": {"input_size": 0}}}, "train.model.input_size: every side must be"),
+        ({"train": {"model": {"input_size": [28]}}}, "expected a side or [height, width]"),
+        (
+            {"train": {"trainer": {"accelerator": "gpus"}}},
+            "accelerator: Lightning knows no accelerator 'gpus' (did you mean 'gpu'?)",
+        ),
+        ({"train": {"trainer": {"strategy": "dp"}}}, "train.trainer.strategy: Lightning knows no"),
+        ({"train": {"trainer": {"precision": "32-mixed"}}}, "train.trainer.precision: Lightning"),
+        ({"train": {"trainer": {"devices": "gpu0"}}}, "train.trainer.devices: expected a count"),
     ],
 )
 def test_bad_params_name_the_key(raw: dict, expected: str) -> None:
@@ -110,3 +129,21 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_lightning_names_are_the_ones_lightning_accepts() -> None:
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS,
+    )
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    # "auto" and "gpu" are resolved by the Trainer before its registry lookup.
+    assert set(ACCELERATORS) == {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+    assert set(STRATEGIES) == {"auto", *StrategyRegistry.available_strategies()}
+    lightning_precisions = {*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)}
+    assert set(PRECISIONS) == lightning_precisions
+    assert parse_params({"train": {"trainer": {"precision": 16}}}).train.trainer.precision == "16"

@@ -46,6 +46,55 @@ class _CyclingQueue:
         return self.values[taken]
 
 
+def check_batch_shape(
+    labels: Sequence[int] | np.ndarray, n_labels: int, n_instances: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check that ``labels`` can fill balanced batches of ``n_labels`` x ``n_instances``.
+
+    Every label needs 2 items; ``n_labels`` is at most the number of labels and
+    ``n_instances`` at most the largest label's count (beyond it, no batch holds distinct
+    items of any label: only repeats, and a batch larger than the data). Called at train
+    start, before anything is built. Returns ``np.unique``'s inverse and counts.
+
+    >>> check_batch_shape([0, 0, 1, 1, 1], n_labels=2, n_instances=3)[1].tolist()
+    [2, 3]
+    >>> check_batch_shape([0, 0, 1, 1, 1], n_labels=2, n_instances=100_000)
+    Traceback (most recent call last):
+    ...
+    embedlab.errors.EmbedlabError: train.sampler.n_instances=100000 is more than the 3 items ...
+    """
+    if n_labels < 2:
+        raise EmbedlabError(
+            f"train.sampler.n_labels must be >= 2 (a triplet needs a negative label), "
+            f"got {n_labels}"
+        )
+    if n_instances < 2:
+        raise EmbedlabError(
+            f"train.sampler.n_instances must be >= 2 (a triplet needs a positive), "
+            f"got {n_instances}"
+        )
+    unique, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    too_small = unique[counts < 2]
+    if too_small.size:
+        named = ", ".join(str(label) for label in too_small[:_MAX_NAMED_LABELS])
+        more = ", ..." if too_small.size > _MAX_NAMED_LABELS else ""
+        raise EmbedlabError(
+            f"{too_small.size} label(s) have fewer than 2 instances, BalanceSampler needs "
+            f"at least 2 per label: {named}{more}"
+        )
+    if n_labels > unique.size:
+        raise EmbedlabError(
+            f"train.sampler.n_labels={n_labels} is more than the {unique.size} distinct "
+            f"labels in the data; lower train.sampler.n_labels"
+        )
+    if n_instances > counts.max():
+        raise EmbedlabError(
+            f"train.sampler.n_instances={n_instances} is more than the {counts.max()} items "
+            f"of the largest label in the data; lower train.sampler.n_instances"
+        )
+    return inverse, counts
+
+
 class BalanceSampler(Sampler[list[int]]):
     """Batch sampler yielding lists of dataset indices: ``n_labels`` labels x ``n_instances`` items.
 
@@ -112,30 +161,7 @@ class BalanceSampler(Sampler[list[int]]):
                 f"BalanceSampler needs a non-empty 1-D sequence of labels, got shape "
                 f"{label_array.shape}"
             )
-        if n_labels < 2:
-            raise EmbedlabError(
-                f"train.sampler.n_labels must be >= 2 (a triplet needs a negative label), "
-                f"got {n_labels}"
-            )
-        if n_instances < 2:
-            raise EmbedlabError(
-                f"train.sampler.n_instances must be >= 2 (a triplet needs a positive), "
-                f"got {n_instances}"
-            )
-        unique, inverse, counts = np.unique(label_array, return_inverse=True, return_counts=True)
-        too_small = unique[counts < 2]
-        if too_small.size:
-            named = ", ".join(str(label) for label in too_small[:_MAX_NAMED_LABELS])
-            more = ", ..." if too_small.size > _MAX_NAMED_LABELS else ""
-            raise EmbedlabError(
-                f"{too_small.size} label(s) have fewer than 2 instances, BalanceSampler needs "
-                f"at least 2 per label: {named}{more}"
-            )
-        if n_labels > unique.size:
-            raise EmbedlabError(
-                f"train.sampler.n_labels={n_labels} is more than the {unique.size} distinct "
-                f"labels in the data; lower train.sampler.n_labels"
-            )
+        inverse, counts = check_batch_shape(label_array, n_labels, n_instances)
 
         _resolve_replicas(num_replicas, rank)  # fail early on a bad explicit rank
         self.n_labels = int(n_labels)
