@@ -306,12 +306,17 @@ def _sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_sync(args: argparse.Namespace) -> int:
     """Send what the stages left in ``logs/spool``; exit 1 while something stays unsent."""
-    from embedlab.config import Params, load_params
+    from embedlab.config import load_params
     from embedlab.tracking import store_root
     from embedlab.tracking.spool import SPOOL_DIR
     from embedlab.tracking.sync import pending_entries, sync_spool
 
-    params = load_params(args.params) if args.params.is_file() else Params()
+    if not args.params.is_file():  # defaults could send records to a store nobody meant
+        raise EmbedlabError(
+            f"{args.params}: file not found: sync reads the tracker stores from it "
+            "(run it in the repo root, or pass --params)"
+        )
+    params = load_params(args.params)
     root = store_root(params, Path("."))
     entries = pending_entries(root)
     if not entries:

@@ -153,6 +153,20 @@ def test_convert_weights_of_a_file_without_weights_is_one_line(
     assert "weights_only" not in err and not Path("out.safetensors").exists()
 
 
+@pytest.mark.parametrize("status", [[], ["--status"]])
+def test_sync_refuses_without_its_params_file(
+    workdir: Path, capsys: pytest.CaptureFixture[str], status: list[str]
+) -> None:
+    # Defaults would send pending records to a local store instead of the team's server.
+    assert main(["sync", *status, "--params", "elsewhere.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: elsewhere.yaml: file not found: sync reads the tracker stores from it "
+        "(run it in the repo root, or pass --params)\n"
+    )
+    assert not (workdir / "mlflow.db").exists()
+
+
 def test_export_command(in_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "--format", "torchscript", "--out", "served/model.pt"]) == 0
     assert Path("served/model.pt").is_file()
