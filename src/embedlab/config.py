@@ -261,9 +261,9 @@ class MinerParams(_Section):
     """``all`` with the triplet loss: cap on triplets per batch (a random subset above it)."""
     epsilon: float = Field(0.1, ge=0.0)
     """``multi_similarity`` only: the margin of its pair conditions."""
-    memory_size: int = Field(0, ge=0)
+    memory_size: int = Field(0, ge=0, le=10_000_000)
     """Items of past batches kept as extra references (0: no memory bank). Pair losses only,
-    with the ``all`` or ``multi_similarity`` miner."""
+    with the ``all`` or ``multi_similarity`` miner. At most 10 million (20 GB at 512-d)."""
 
     _name = _registered(MINERS, "name")
 
@@ -395,8 +395,9 @@ class ImagesParams(_Section):
 class BaselineParams(_Section):
     raw_pixels: bool = True
     """Also score a kNN on the raw pixels (``baseline/raw_pixels/...`` in the reports)."""
-    max_side: int = Field(64, ge=1)
-    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first."""
+    max_side: int = Field(64, ge=1, le=1024)
+    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first
+    (at most 1024: a kNN on million-pixel vectors is no baseline, and would not fit in memory)."""
 
 
 class ProjectorParams(_Section):
