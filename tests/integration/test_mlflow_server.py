@@ -189,6 +189,8 @@ def test_server_down_after_the_first_epoch_loses_nothing(server: Server, workdir
         assert "up" in outage, "the server was not restarted"
         metrics = run_validate(params, workdir)
     out = io.StringIO()
+    # sync reads the stores from params.yaml (the stages above got the params in-process)
+    (workdir / "params.yaml").write_text(json.dumps(params.model_dump(mode="json")))
     with contextlib.redirect_stdout(out):
         assert cli_main(["sync"]) == 0, out.getvalue()
 
