@@ -22,13 +22,15 @@ def fast_params(**overrides: object) -> Params:
         "prepare": {"source": "digits", "digits_image_size": 16},
         "train": {
             "model": {
+                "arch": "vit_tiny_patch16_224",
+                "input_size": None,
                 "timm_kwargs": {
                     "img_size": 16,
                     "patch_size": 8,
                     "depth": 1,
                     "embed_dim": 32,
                     "num_heads": 2,
-                }
+                },
             },
             "sampler": {"n_labels": 3, "n_instances": 4},
             "max_epochs": 1,

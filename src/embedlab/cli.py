@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from embedlab.errors import EmbedlabError
 
@@ -28,6 +28,37 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one ``error: ...`` line and exit 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum``, else a message naming the bound.
+
+    >>> at_least(0)("3")
+    3
+    >>> at_least(0)("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be an integer >= 0, got '-1'
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 # ---------------------------------------------------------------------------- search
 # Literal copies (checked by the tests), so building the parser imports neither torch nor
 # pandas: `embedlab --help` and argument errors answer at once.
@@ -37,7 +68,9 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 
 def _search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="query images or folders of them")
-    parser.add_argument("-k", "--top-k", type=int, default=5, help="neighbours per query (5)")
+    parser.add_argument(
+        "-k", "--top-k", type=at_least(1), default=5, help="neighbours per query (5)"
+    )
     parser.add_argument(
         "--gallery",
         choices=GALLERY_CHOICES,
@@ -69,7 +102,7 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip a query's own row when the query is an image of the dataset",
     )
     parser.add_argument(
-        "--max-grid-rows", type=int, default=32, help="queries drawn in --out at most (32)"
+        "--max-grid-rows", type=at_least(1), default=32, help="queries drawn in --out at most (32)"
     )
 
 
@@ -104,8 +137,6 @@ def format_table(result: object, query: int, out: TextIO) -> None:
 def _run_search(args: argparse.Namespace) -> int:
     from embedlab.embedding.searcher import Searcher, expand_image_paths
 
-    if args.top_k < 1:
-        raise EmbedlabError(f"--top-k must be >= 1, got {args.top_k}")
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise EmbedlabError(f"--out {args.out}: the grid is written as PNG, name it *.png")
     queries = expand_image_paths(args.paths)
@@ -208,13 +239,21 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sort", default="cmc@1", metavar="METRIC", help="leaderboard order (cmc@1)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap and test seed (0)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="bootstrap and test seed (0)")
     parser.add_argument(
-        "--resamples", type=int, default=10_000, help="bootstrap/permutation resamples (10000)"
+        "--resamples",
+        type=at_least(100),
+        default=10_000,
+        help="bootstrap/permutation resamples (10000)",
     )
-    parser.add_argument("--top-k", type=int, default=5, help="gallery items drawn per query (5)")
     parser.add_argument(
-        "--max-queries", type=int, default=50, help="fixed and broken queries drawn, each (50)"
+        "--top-k", type=at_least(1), default=5, help="gallery items drawn per query (5)"
+    )
+    parser.add_argument(
+        "--max-queries",
+        type=at_least(0),
+        default=50,
+        help="fixed and broken queries drawn, each (50)",
     )
     parser.add_argument(
         "--no-trackers", action="store_true", help="do not log the result to run B's trackers"
@@ -267,12 +306,17 @@ def _sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_sync(args: argparse.Namespace) -> int:
     """Send what the stages left in ``logs/spool``; exit 1 while something stays unsent."""
-    from embedlab.config import Params, load_params
+    from embedlab.config import load_params
     from embedlab.tracking import store_root
     from embedlab.tracking.spool import SPOOL_DIR
     from embedlab.tracking.sync import pending_entries, sync_spool
 
-    params = load_params(args.params) if args.params.is_file() else Params()
+    if not args.params.is_file():  # defaults could send records to a store nobody meant
+        raise EmbedlabError(
+            f"{args.params}: file not found: sync reads the tracker stores from it "
+            "(run it in the repo root, or pass --params)"
+        )
+    params = load_params(args.params)
     root = store_root(params, Path("."))
     entries = pending_entries(root)
     if not entries:
@@ -331,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.command, args.paths, args.top_k, args.gallery
         ('search', ['q.png'], 3, 'all')
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="embedlab",
         description="Search embeddings, export extractors (docs/search.md), compare runs "
         "(docs/compare-runs.md), sync trackers (docs/trackers.md).",
@@ -345,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``embedlab`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or an argument error already printed in one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command].run(args)
     except EmbedlabError as exc:

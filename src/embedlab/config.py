@@ -2,10 +2,12 @@
 
 Every section is a pydantic model with ``extra="forbid"``: an unknown or mistyped key
 stops the stage with one line that names the key (and suggests the closest known one).
+Every key is also in the repo's ``params.yaml``, with the same default
+(``tests/unit/test_config.py`` compares the two trees).
 
 >>> params = Params.model_validate({"train": {"max_epochs": 2}})
 >>> params.train.max_epochs, params.train.sampler.n_labels
-(2, 5)
+(2, 10)
 >>> parse_params({"train": {"max_epoch": 2}})
 Traceback (most recent call last):
 ...
@@ -28,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,6 +53,55 @@ from embedlab.registry import Registry
 PARAMS_FILE = "params.yaml"
 MAX_SPRITE_SIDE = 8192
 """Widest sprite TensorBoard's projector loads (pixels)."""
+
+MAX_SEED = 2**32 - 1
+"""Largest seed numpy and Lightning's ``seed_everything`` accept."""
+MAX_INPUT_SIDE = 4096
+"""Largest ``train.model.input_size`` side: a batch of larger images does not fit in memory."""
+
+# Lightning's names, copied so that reading params.yaml does not import Lightning
+# (tests/unit/test_config.py checks them against Lightning's own registries).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+STRATEGIES = (
+    "auto",
+    "single_device",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    *(
+        f"{name}_find_unused_parameters_{flag}"
+        for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+        for flag in ("false", "true")
+    ),
+    "fsdp",
+    "fsdp_cpu_offload",
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme",
+    "single_tpu",
+    "single_xla",
+    "xla",
+    "xla_debug",
+)
+PRECISIONS = (
+    "32-true",
+    "64-true",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
 
 
 class ParamsError(EmbedlabError):
@@ -88,7 +140,7 @@ class FashionMnistParams(_Section):
 
 
 class PrepareParams(_Section):
-    source: str = "digits"
+    source: str = "fashion_mnist"
     """A name of :data:`embedlab.registries.SOURCES`."""
     root: str | None = None
     """Input of the source: a folder (imagefolder, cub, sop, cars, inshop) or a CSV file (csv)."""
@@ -96,7 +148,7 @@ class PrepareParams(_Section):
     """``csv`` only: folder that relative paths in the CSV are relative to (default: its folder)."""
     val_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """``imagefolder``: share of the classes held out for validation (open-set split)."""
-    split_seed: int | None = None
+    split_seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """``imagefolder``: seed of the class split; null means the top-level ``seed``."""
     image_check: Literal["exists", "header", "decode"] = "header"
     """How prepare checks each image: it exists; its header parses and the file is not
@@ -104,7 +156,7 @@ class PrepareParams(_Section):
     max_image_pixels: int = Field(89_478_485, ge=1)
     """Images of more pixels are refused (at prepare's header check and at decoding), as
     PIL's decompression-bomb guard does; raise it for genuinely huge images."""
-    digits_image_size: int = Field(32, ge=8, le=256)
+    digits_image_size: int = Field(16, ge=8, le=256)
     """``digits``: side of the written PNGs (the 8x8 originals are upscaled)."""
     digits_train_labels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     fashion_mnist: FashionMnistParams = Field(default_factory=FashionMnistParams)
@@ -114,16 +166,26 @@ class PrepareParams(_Section):
 
 # --- train ---------------------------------------------------------------------------------
 class ModelParams(_Section):
-    arch: str = "vit_tiny_patch16_224"
+    arch: str = "resnet10t"
     """A timm model name or an OML zoo alias (``vits16_dino``...)."""
     weights: str | None = None
     """A local ``.safetensors``/``.pth`` file, ``hub`` (timm pretrained) or null (random)."""
     normalise_features: bool = True
-    input_size: int | list[int] | None = None
+    input_size: int | list[int] | None = 28
     """Side (or ``[height, width]``) images are resized to, for any architecture; null: the
     model's own (``timm_kwargs.img_size`` when set, else timm's data config, often 224)."""
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
+
+    @field_validator("input_size")
+    @classmethod
+    def _sides(cls, size: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(size, list) and len(size) != 2:
+            raise ValueError(f"expected a side or [height, width], got {size}")
+        sides = [] if size is None else size if isinstance(size, list) else [size]
+        if any(not 1 <= side <= MAX_INPUT_SIDE for side in sides):
+            raise ValueError(f"every side must be in [1, {MAX_INPUT_SIDE}], got {size}")
+        return size
 
 
 class TripletLossParams(_Section):
@@ -256,9 +318,9 @@ class MinerParams(_Section):
     """``all`` with the triplet loss: cap on triplets per batch (a random subset above it)."""
     epsilon: float = Field(0.1, ge=0.0)
     """``multi_similarity`` only: the margin of its pair conditions."""
-    memory_size: int = Field(0, ge=0)
+    memory_size: int = Field(0, ge=0, le=10_000_000)
     """Items of past batches kept as extra references (0: no memory bank). Pair losses only,
-    with the ``all``, ``multi_similarity`` or a ``pml.*`` miner."""
+    with the ``all``, ``multi_similarity`` or a ``pml.*`` miner. At most 10 million (20 GB at 512-d)."""
     pml: dict[str, Any] = Field(default_factory=dict)
     """``pml.*`` miners: keyword arguments, PML's names (``{margin: 0.2}``)."""
     distance: DistanceParams = Field(default_factory=DistanceParams)
@@ -295,7 +357,7 @@ class SamplerParams(_Section):
     """A name of :data:`embedlab.registries.SAMPLERS`: ``balance`` (``n_labels x
     n_instances``) or ``category_balance`` (``n_categories x n_labels x n_instances``, the
     labels of a batch's categories; needs the manifest's ``category`` column)."""
-    n_labels: int = Field(5, ge=2)
+    n_labels: int = Field(10, ge=2)
     """Labels per batch (``category_balance``: per category)."""
     n_instances: int = Field(16, ge=2)
     n_categories: int = Field(2, ge=1)
@@ -307,7 +369,7 @@ class SamplerParams(_Section):
         """The keyword arguments of the chosen sampler.
 
         >>> SamplerParams(name="category_balance").arguments()
-        {'n_labels': 5, 'n_instances': 16, 'n_categories': 2}
+        {'n_labels': 10, 'n_instances': 16, 'n_categories': 2}
         """
         sizes = {"n_labels": self.n_labels, "n_instances": self.n_instances}
         if SAMPLERS.tag(self.name) == "categories":
@@ -338,11 +400,55 @@ class TrainerParams(_Section):
     """Passed to ``lightning.Trainer`` as is."""
 
     accelerator: str = "cpu"
+    """One of :data:`ACCELERATORS`."""
     devices: int | str | list[int] = 1
     strategy: str = "auto"
+    """One of :data:`STRATEGIES`."""
     num_nodes: int = Field(1, ge=1)
     precision: str = "32-true"
+    """One of :data:`PRECISIONS` (``16`` is read as ``"16"``)."""
     deterministic: bool = True
+
+    @field_validator("devices")
+    @classmethod
+    def _device_count(cls, devices: int | str | list[int]) -> int | str | list[int]:
+        # Lightning's forms: a count (-1: all), "auto", "0,1" / "-1", or a list of indices.
+        text_ok = isinstance(devices, str) and (
+            devices == "auto" or devices.strip() == "-1" or _index_list(devices)
+        )
+        count_ok = isinstance(devices, int) and (devices >= 1 or devices == -1)
+        list_ok = isinstance(devices, list) and bool(devices) and min(devices) >= 0
+        if not (text_ok or count_ok or list_ok):
+            raise ValueError(
+                f"expected a count >= 1, -1 (all), 'auto', or device indices, got {devices!r}"
+            )
+        return devices
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("accelerator", "strategy", "precision")
+    @classmethod
+    def _lightning_name(cls, value: str, info: ValidationInfo) -> str:
+        names = {"accelerator": ACCELERATORS, "strategy": STRATEGIES, "precision": PRECISIONS}
+        known = names[str(info.field_name)]
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(known)}"
+            raise ValueError(f"Lightning knows no {info.field_name} {value!r} ({hint})")
+        return value
+
+
+def _index_list(text: str) -> bool:
+    """``"0,1"`` and ``"2,"`` are device indices; ``"x"`` and ``","`` are not.
+
+    >>> _index_list("0,1"), _index_list("2,"), _index_list("x"), _index_list(",")
+    (True, True, False, False)
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return bool(parts) and all(p.isdigit() for p in parts)
 
 
 class TrainParams(_Section):
@@ -353,7 +459,7 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     trainer: TrainerParams = Field(default_factory=TrainerParams)
-    max_epochs: int = Field(60, ge=1)
+    max_epochs: int = Field(20, ge=1)
     val_every_n_epochs: int = Field(5, ge=1)
     """Validate after every n-th epoch (and always before training and after the last epoch)."""
     num_workers: int = Field(0, ge=0)
@@ -402,8 +508,9 @@ class ImagesParams(_Section):
 class BaselineParams(_Section):
     raw_pixels: bool = True
     """Also score a kNN on the raw pixels (``baseline/raw_pixels/...`` in the reports)."""
-    max_side: int = Field(64, ge=1)
-    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first."""
+    max_side: int = Field(64, ge=1, le=1024)
+    """Images larger than this (or of mixed sizes) are resized to ``max_side`` squared first
+    (at most 1024: a kNN on million-pixel vectors is no baseline, and would not fit in memory)."""
 
 
 class ProjectorParams(_Section):
@@ -412,7 +519,7 @@ class ProjectorParams(_Section):
     seeded sample when there are more; 0 sends none)."""
     thumbnail_size: int = Field(32, ge=4, le=256)
     """Side of each item's picture in the sprite (letterboxed, aspect ratio kept)."""
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed of the sample; null means the top-level seed."""
 
     @model_validator(mode="after")
@@ -435,7 +542,7 @@ class ValidateParams(_Section):
     precision_top_k: list[int] = Field(default_factory=lambda: [5])
     map_top_k: list[int] = Field(default_factory=lambda: [5])
     pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
-    r_metrics: bool = False
+    r_metrics: bool = True
     """Also report ``map@R`` and ``r_precision`` (R = relevant gallery items of a query)."""
     fnmr_fmr: list[float] = Field(default_factory=list)
     """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,
@@ -571,7 +678,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "validate"')
 
     class Params(_Section):
-        seed: int = 0
+        seed: int = Field(0, ge=0, le=MAX_SEED)
         prepare: PrepareParams = Field(default_factory=PrepareParams)
         train: TrainParams = Field(default_factory=TrainParams)
         validate: ValidateParams = Field(default_factory=ValidateParams)

@@ -22,14 +22,18 @@ from PIL import Image
 from embedlab.stages import main
 
 MANIFEST = Path("data/prepared/manifest.csv")
-TINY_MODEL = {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
+TINY_MODEL = {
+    "arch": "vit_tiny_patch16_224",
+    "input_size": None,
+    "timm_kwargs": {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+}
 
 
 def _write_params(prepare: dict[str, Any] | None = None, **sections: Any) -> None:
     raw: dict[str, Any] = {
         "prepare": {"source": "csv", "root": "input/mine.csv", **(prepare or {})},
         "train": {
-            "model": {"timm_kwargs": TINY_MODEL},
+            "model": TINY_MODEL,
             "sampler": {"n_labels": 2, "n_instances": 2},
         },
         "tracking": {"loggers": ["csv"]},
@@ -243,15 +247,24 @@ def test_train_label_with_a_single_image(
 
 # 12
 @pytest.mark.slow  # the train stage imports Lightning and timm: seconds, once per session
-def test_more_sampler_labels_than_train_labels(
-    repo: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("sampler", "needle"),
+    [
+        ({"n_labels": 5, "n_instances": 2}, "train.sampler.n_labels=5 is more than the 2 distinct"),
+        # a batch of a million images would be allocated first (90 GB at 176 px)
+        (
+            {"n_labels": 2, "n_instances": 100_000},
+            "train.sampler.n_instances=100000 is more than the 2 items of the largest label",
+        ),
+    ],
+)
+def test_batches_the_train_split_cannot_fill(
+    sampler: dict[str, int], needle: str, repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (repo / "models").mkdir()
     (repo / "models" / "extractor.json").write_text("{}")  # an earlier output of train
-    _write_params(
-        train={"model": {"timm_kwargs": TINY_MODEL}, "sampler": {"n_labels": 5, "n_instances": 2}}
-    )
-    _fails("train", capsys, "train.sampler.n_labels=5 is more than the 2 distinct labels")
+    _write_params(train={"model": TINY_MODEL, "sampler": sampler})
+    _fails("train", capsys, needle)
     assert (repo / "models" / "extractor.json").read_text() == "{}"
 
 
@@ -282,6 +295,27 @@ def test_unknown_key_suggests_the_known_one(
             "params.yaml: train.max_epochs: Input should be a valid integer",
         ),
         ("prepare", {"image_check": "full"}, "params.yaml: prepare.image_check: Input should be"),
+        (
+            "train",
+            {"model": {**TINY_MODEL, "input_size": -3}},
+            "params.yaml: train.model.input_size: every side must be in [1, 4096], got -3",
+        ),
+        (
+            "train",
+            {"trainer": {"accelerator": "cpus"}},
+            "train.trainer.accelerator: Lightning knows no accelerator 'cpus' (did you mean",
+        ),
+        (
+            "train",
+            {"trainer": {"strategy": "dpp"}},
+            "train.trainer.strategy: Lightning knows no strategy 'dpp' (did you mean 'ddp'?)",
+        ),
+        (
+            "train",
+            {"trainer": {"precision": "8-bit"}},
+            "train.trainer.precision: Lightning knows no",
+        ),
+        ("train", {"trainer": {"devices": 0}}, "train.trainer.devices: expected a count >= 1"),
     ],
 )
 def test_wrong_type_or_out_of_range_value(
@@ -359,9 +393,11 @@ def test_bad_weights_file(problem: str, repo: Path, capsys: pytest.CaptureFixtur
 
         from embedlab.models import TimmExtractor
 
-        other = TimmExtractor("vit_tiny_patch16_224", **{**TINY_MODEL, "embed_dim": 48})
+        other = TimmExtractor(
+            "vit_tiny_patch16_224", **{**TINY_MODEL["timm_kwargs"], "embed_dim": 48}
+        )
         save_file(other.model.state_dict(), str(weights))
-    _write_params(train={"model": {"timm_kwargs": TINY_MODEL, "weights": str(weights)}})
+    _write_params(train={"model": {**TINY_MODEL, "weights": str(weights)}})
     needle = {
         "missing": "w.safetensors: weights file not found",
         "unreadable": "w.safetensors: cannot read weights",

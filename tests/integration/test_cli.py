@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -93,7 +94,24 @@ def test_search_writes_the_grid(in_repo: Path, capsys: pytest.CaptureFixture[str
             ["search", "data/prepared/images/0/0.png", "--out", "grid.jpg"],
             "error: --out grid.jpg: the grid is written as PNG, name it *.png",
         ),
-        (["search", "data/prepared/images/0/0.png", "--top-k", "0"], "error: --top-k must be >= 1"),
+        (
+            ["search", "data/prepared/images/0/0.png", "--top-k", "0"],
+            "error: embedlab search: argument -k/--top-k: must be an integer >= 1, got '0'",
+        ),
+        (
+            ["compare", ".", ".", "--seed", "-1"],
+            "error: embedlab compare: argument --seed: must be an integer >= 0, got '-1'",
+        ),
+        (
+            ["compare", ".", ".", "--resamples", "ten"],
+            "error: embedlab compare: argument --resamples: must be an integer >= 100, got 'ten'",
+        ),
+        (["compare", ".", ".", "--top-k", "0"], "error: embedlab compare: argument --top-k"),
+        (
+            ["compare", ".", ".", "--max-queries", "-2"],
+            "error: embedlab compare: argument --max-queries: must be an integer >= 0",
+        ),
+        (["search"], "error: embedlab search: the following arguments are required: PATH"),
         (
             ["export", "--models", "nowhere"],
             "error: nowhere/extractor.json: extractor config not found",
@@ -106,6 +124,47 @@ def test_user_errors_are_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty.pth: cannot read weights (not a torch or safetensors weights file"),
+        (b"label,path\n", "empty.pth: cannot read weights: garbled (Unsupported operand 108)"),
+        ("objects", "empty.pth: cannot read weights: it holds Python objects, not only tensors"),
+        ("no tensors", "empty.pth: holds no tensors"),
+    ],
+)
+def test_convert_weights_of_a_file_without_weights_is_one_line(
+    in_repo: Path, capsys: pytest.CaptureFixture[str], content: bytes | str, message: str
+) -> None:
+    import torch
+
+    source = Path("empty.pth")
+    if content == "objects":  # a pickled object: torch's refusal runs over ten lines
+        torch.save({"optimizer": argparse.Namespace(lr=0.1)}, source)
+    elif content == "no tensors":
+        torch.save({}, source)
+    else:
+        source.write_bytes(content)
+    assert main(["convert-weights", str(source), "out.safetensors", "--arch", "resnet10t"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert "weights_only" not in err and not Path("out.safetensors").exists()
+
+
+@pytest.mark.parametrize("status", [[], ["--status"]])
+def test_sync_refuses_without_its_params_file(
+    workdir: Path, capsys: pytest.CaptureFixture[str], status: list[str]
+) -> None:
+    # Defaults would send pending records to a local store instead of the team's server.
+    assert main(["sync", *status, "--params", "elsewhere.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: elsewhere.yaml: file not found: sync reads the tracker stores from it "
+        "(run it in the repo root, or pass --params)\n"
+    )
+    assert not (workdir / "mlflow.db").exists()
 
 
 def test_export_command(in_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

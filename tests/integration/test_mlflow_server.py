@@ -171,7 +171,6 @@ def test_server_down_after_the_first_epoch_loses_nothing(server: Server, workdir
         server.stop()
         assert not server.healthy()
         time.sleep(OUTAGE_S)
-        outage["down_for"] = time.monotonic() - outage["down"]
         server.start()
         outage["up"] = time.monotonic()
 
@@ -190,15 +189,16 @@ def test_server_down_after_the_first_epoch_loses_nothing(server: Server, workdir
         assert "up" in outage, "the server was not restarted"
         metrics = run_validate(params, workdir)
     out = io.StringIO()
+    # sync reads the stores from params.yaml (the stages above got the params in-process)
+    (workdir / "params.yaml").write_text(json.dumps(params.model_dump(mode="json")))
     with contextlib.redirect_stdout(out):
         assert cli_main(["sync"]) == 0, out.getvalue()
 
-    timeline = {k: round(v - started, 1) for k, v in outage.items() if k != "down_for"}
+    timeline = {k: round(v - started, 1) for k, v in outage.items()}
     print(f"outage timeline (s after train began): {timeline}")  # shown when a check fails
-    assert outage["down_for"] >= OUTAGE_S
     failures = [(t, m) for t, m in events if "tracker 'mlflow' failed" in m]
     assert len(failures) == 1, [m for _, m in events]  # once, not once per call
-    assert failures[0][0] - outage["down"] < 30.0
+    assert outage["down"] < failures[0][0] < outage["up"]  # told while the server is down
     assert "retrying in the background" in failures[0][1]
     run_id = read_run_ids(workdir)["mlflow"]
     run = server.get("runs/get", run_id=run_id)["run"]

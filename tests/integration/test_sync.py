@@ -52,10 +52,10 @@ def _params_yaml(root: Path, uri: str) -> dict:
 def test_sync_sends_what_a_dead_server_missed_into_a_new_run(workdir: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    code, out = _sync()
-    assert (code, out) == (0, "nothing to sync: no unsent tracker records in logs/spool/\n")
     dead = f"http://127.0.0.1:{_closed_port()}"
     params = Params.model_validate(_params_yaml(workdir, dead))
+    code, out = _sync()
+    assert (code, out) == (0, "nothing to sync: no unsent tracker records in logs/spool/\n")
     with pytest.warns(RuntimeWarning, match=r"tracker 'mlflow' failed during start .*retrying"):
         hub = open_trackers(params, workdir, stage="train")
     with warnings.catch_warnings():

@@ -81,11 +81,23 @@ def copy_repo(root: Path, params_override: dict | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh git + DVC repo holding the tracked files, after `dvc repro` with fast params."""
+def repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh git + DVC repo holding the tracked files, after `dvc repro` with fast params,
+    and what `dvc repro` printed."""
     root = copy_repo(tmp_path_factory.mktemp("repo"))
-    _run(["dvc", "repro"], root)
-    return root
+    done = _run(["dvc", "repro"], root)
+    return root, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(repro: tuple[Path, str]) -> Path:
+    return repro[0]
+
+
+def test_repro_prints_no_advertisement_and_no_deprecation_warning(repro: tuple[Path, str]) -> None:
+    output = repro[1].lower()
+    assert "litlogger" not in output and "tip:" not in output
+    assert "deprecated" not in output and "deprecation" not in output
 
 
 def test_every_stage_wrote_its_outputs(repo: Path) -> None:
@@ -133,6 +145,9 @@ def test_every_stage_wrote_its_outputs(repo: Path) -> None:
 def test_dvc_sees_metrics_and_a_second_repro_is_a_no_op(repo: Path) -> None:
     shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "cmc" in shown
+    # one category: metrics_per_category.json is {}, not a default metric (no row of dashes)
+    table = _run(["dvc", "metrics", "show"], repo).stdout
+    assert "reports/metrics.json" in table and "metrics_per_category" not in table
     status = _run(["dvc", "status"], repo).stdout
     assert "up to date" in status.lower() or status.strip() == ""
     again = _run(["dvc", "repro"], repo).stdout

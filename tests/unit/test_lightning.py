@@ -197,3 +197,29 @@ def test_channels_last_module_gives_the_same_embeddings() -> None:
     assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
     out = module.embed_step({"idx": torch.arange(2), "input_tensors": images})["embeddings"]
     torch.testing.assert_close(out, expected)
+
+
+def test_a_trainer_prints_no_litlogger_tip_and_no_leafspec_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import warnings
+
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from embedlab.config import TrainerParams
+    from embedlab.lightning.trainer import LIGHTNING_LOG, build_trainer
+
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
+        build_trainer(TrainerParams(), logger=True, enable_progress_bar=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("GPU available" in m for m in messages)  # Lightning's other lines still come
+    assert not any("litlogger" in m for m in messages)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        build_trainer(TrainerParams(), logger=False, enable_progress_bar=False)
+        _tree_flatten({"loss": torch.ones(1)})  # what every validation step does
+        warnings.warn("another deprecation stays visible", FutureWarning, stacklevel=1)
+    texts = [str(w.message) for w in caught]
+    assert not any("LeafSpec" in t for t in texts)
+    assert "another deprecation stays visible" in texts

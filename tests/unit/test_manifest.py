@@ -138,6 +138,22 @@ def test_write_manifest_records_a_relative_root(tmp_path: Path) -> None:
     assert load_manifest(moved / "manifest.csv").dataset_root == moved.resolve()
 
 
+@pytest.mark.parametrize("sidecar", [False, True], ids=["bare-csv", "prepared"])
+def test_a_relative_manifest_path_finds_its_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sidecar: bool
+) -> None:
+    # load_manifest(Path("mf/m.csv")) from the folder above: images sit beside the CSV.
+    folder = tmp_path / "mf"
+    folder.mkdir()
+    _manifest(folder, _frame())
+    if sidecar:
+        write_manifest(_frame(), folder, folder)
+    monkeypatch.chdir(tmp_path)
+    manifest = load_manifest(Path("mf/manifest.csv"))
+    assert manifest.dataset_root == folder.resolve()
+    assert len(manifest.df) == 6
+
+
 # --- image files: header checks, truncation, bboxes ----------------------------------------
 def _save(path: Path, fmt: str, size: tuple[int, int] = (12, 9), **kwargs: object) -> Path:
     Image.new("RGB", size, (30, 60, 90)).save(path, fmt, **kwargs)

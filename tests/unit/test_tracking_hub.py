@@ -90,11 +90,11 @@ def test_dead_tracker_costs_one_warning_and_a_bounded_finish(tmp_path: Path) -> 
         warnings.simplefilter("always")
         for step in range(50):
             hub.log_metrics({"train/loss": 1.0}, step=step)
-        started = time.monotonic()
         hub.finish()
-        finish_s = time.monotonic() - started
+    tries = dead.down  # counts down by one per failed send
+    time.sleep(10 * FAST.max_backoff)  # several retry intervals
+    assert dead.down == tries  # finish left it: nothing retries any more
     assert len([w for w in caught if "tracker 'recorder'" in str(w.message)]) == 1
-    assert finish_s < FAST.finish_timeout + 1.0  # retried a while at the end, then left
     assert hub.pending == {"recorder": 50} and "recorder" in hub.failed
     assert ("finish",) not in dead.calls
     assert len(pending_records(tmp_path / "recorder" / "new-run")) == 50
@@ -129,7 +129,7 @@ def test_a_hung_backend_is_left_after_finish_timeout(tmp_path: Path) -> None:
 
     class Hung(Recorder):
         def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-            release.wait(10)
+            release.wait(60)
             super().log_metrics(metrics, step)
 
     hung = Hung()
@@ -137,9 +137,8 @@ def test_a_hung_backend_is_left_after_finish_timeout(tmp_path: Path) -> None:
     hub.start(RunInfo(run_name="r", params={}, tags={}))
     for step in range(3):
         hub.log_metrics({"train/loss": 1.0}, step=step)
-    started = time.monotonic()
-    hub.finish()
-    assert time.monotonic() - started < 1.5
+    hub.finish()  # returns while the send still hangs (waiting it out would take 60 s)
+    assert not release.is_set() and hung.steps() == []
     assert hub.pending == {"recorder": 3}
     # the stuck send completes later: it is acknowledged, so a replay does not repeat it
     release.set()

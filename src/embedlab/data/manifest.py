@@ -557,9 +557,8 @@ def load_manifest(
     if dataset_root is None:
         sidecar = path.with_name(SIDECAR_NAME)
         recorded = read_json(sidecar).get("dataset_root") if sidecar.is_file() else None
-        dataset_root = Path(recorded) if recorded else path.parent
-        if not dataset_root.is_absolute():
-            dataset_root = path.parent / dataset_root
+        # A recorded root is relative to the manifest's folder (an absolute one stays as is).
+        dataset_root = path.parent / recorded if recorded else path.parent
     root = Path(dataset_root).resolve()
     df = validate_manifest(
         raw, root, name=str(path), need_train=need_train, image_check=image_check if files else None

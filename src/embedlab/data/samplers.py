@@ -212,6 +212,38 @@ def _label_counts(labels: Sequence[int], sampler: str) -> tuple[np.ndarray, np.n
     return unique, inverse.reshape(-1), counts
 
 
+def check_batch_shape(
+    labels: Sequence[int] | np.ndarray, n_labels: int, n_instances: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check that ``labels`` can fill balanced batches of ``n_labels`` x ``n_instances``.
+
+    Every label needs 2 items; ``n_labels`` is at most the number of labels and
+    ``n_instances`` at most the largest label's count (beyond it, no batch holds distinct
+    items of any label: only repeats, and a batch larger than the data). Called at train
+    start, before anything is built. Returns ``np.unique``'s inverse and counts.
+
+    >>> check_batch_shape([0, 0, 1, 1, 1], n_labels=2, n_instances=3)[1].tolist()
+    [2, 3]
+    >>> check_batch_shape([0, 0, 1, 1, 1], n_labels=2, n_instances=100_000)
+    Traceback (most recent call last):
+    ...
+    embedlab.errors.EmbedlabError: train.sampler.n_instances=100000 is more than the 3 items ...
+    """
+    _check_sizes(n_labels, n_instances)
+    unique, inverse, counts = _label_counts(labels, "BalanceSampler")
+    if n_labels > unique.size:
+        raise EmbedlabError(
+            f"train.sampler.n_labels={n_labels} is more than the {unique.size} distinct "
+            f"labels in the data; lower train.sampler.n_labels"
+        )
+    if n_instances > counts.max():
+        raise EmbedlabError(
+            f"train.sampler.n_instances={n_instances} is more than the {counts.max()} items "
+            f"of the largest label in the data; lower train.sampler.n_instances"
+        )
+    return inverse, counts
+
+
 class BalanceSampler(RankedBatchSampler):
     """Batch sampler yielding lists of dataset indices: ``n_labels`` labels x ``n_instances`` items.
 
@@ -272,13 +304,7 @@ class BalanceSampler(RankedBatchSampler):
         rank: int | None = None,
         drop_last_uneven: bool = True,
     ) -> None:
-        unique, inverse, counts = _label_counts(labels, "BalanceSampler")
-        _check_sizes(n_labels, n_instances)
-        if n_labels > unique.size:
-            raise EmbedlabError(
-                f"train.sampler.n_labels={n_labels} is more than the {unique.size} distinct "
-                f"labels in the data; lower train.sampler.n_labels"
-            )
+        inverse, counts = check_batch_shape(labels, n_labels, n_instances)
         super().__init__(seed, num_replicas, rank, drop_last_uneven)
         self.n_labels = int(n_labels)
         self.n_instances = int(n_instances)

@@ -9,6 +9,8 @@ names (``vits16_dino``...). Weights are never unpickled: ``.safetensors``, or
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +72,40 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a pickle protocol note the error below explains
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message runs over many lines and advises an unsafe load: say what it is.
+        detail = _unpickler_detail(str(exc))
+        what = "it holds Python objects, not only tensors" if "global" in detail else "garbled"
+        raise EmbedlabError(f"{path}: cannot read weights: {what}{detail}") from None
     except Exception as exc:  # any decoding failure is the user's file, not our bug
-        raise EmbedlabError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise EmbedlabError(
+            f"{path}: cannot read weights (not a torch or safetensors weights file: "
+            f"{type(exc).__name__}{': ' + detail if detail else ''})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EmbedlabError(f"{path}: not a state dict of tensors")
+    if not state:
+        raise EmbedlabError(f"{path}: holds no tensors")
     return state
+
+
+def _unpickler_detail(message: str) -> str:
+    """The one useful clause of torch's safe-load refusal (what it met), if it names one.
+
+    >>> _unpickler_detail("Weights only load failed. ...\\nWeightsUnpickler error: "
+    ...                   "Unsupported global: GLOBAL m.Foo was not an allowed global by default.")
+    ' (Unsupported global: GLOBAL m.Foo)'
+    """
+    _, found, rest = message.partition("WeightsUnpickler error:")
+    paragraphs = [p for p in rest.strip().split("\n\n") if p.strip()] or [""]
+    clause = " ".join(paragraphs[0].split()).split(" was not ")[0].split(". ")[0].rstrip(".")
+    return f" ({clause})" if found and clause else ""
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:

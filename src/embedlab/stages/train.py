@@ -25,7 +25,7 @@ from embedlab.config import OptimizerParams, Params
 from embedlab.data.datasets import DatasetWithLabels
 from embedlab.data.loaders import train_loader
 from embedlab.data.manifest import Manifest, load_manifest
-from embedlab.data.samplers import BalanceSampler, item_categories
+from embedlab.data.samplers import BalanceSampler, check_batch_shape, item_categories
 from embedlab.data.transforms import train_transform
 from embedlab.io import write_json
 from embedlab.lightning import (
@@ -208,6 +208,10 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     L.seed_everything(params.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(cfg.trainer.deterministic, warn_only=True)
     manifest = load_manifest(root / MANIFEST)
+    # Before anything is built: a batch the train split cannot fill is a params error.
+    check_batch_shape(
+        manifest.split("train")["label"], cfg.sampler.n_labels, cfg.sampler.n_instances
+    )
     model = build_model(params)  # first: its random init draws from the seeded stream
     loader, sampler = build_train_loader(params, manifest, model.preprocessing)
     _, num_classes = class_indices(manifest.split("train")["label"])
