@@ -320,7 +320,8 @@ class MinerParams(_Section):
     """``multi_similarity`` only: the margin of its pair conditions."""
     memory_size: int = Field(0, ge=0, le=10_000_000)
     """Items of past batches kept as extra references (0: no memory bank). Pair losses only,
-    with the ``all``, ``multi_similarity`` or a ``pml.*`` miner. At most 10 million (20 GB at 512-d)."""
+    with the ``all``, ``multi_similarity`` or a ``pml.*`` miner. At most 10 million (20 GB
+    at 512-d)."""
     pml: dict[str, Any] = Field(default_factory=dict)
     """``pml.*`` miners: keyword arguments, PML's names (``{margin: 0.2}``)."""
     distance: DistanceParams = Field(default_factory=DistanceParams)
