@@ -102,3 +102,15 @@ def test_input_size_is_a_param_of_any_architecture(tmp_path) -> None:
     )
     assert vit.preprocessing["input_size"] == [3, 16, 24]
     assert parse_params({"train": {"model": {"input_size": 28}}}).train.model.input_size == 28
+
+
+def test_an_input_size_a_vit_was_not_built_for_is_a_params_error() -> None:
+    # timm would assert at the first forward pass, in the middle of the train stage
+    vit = {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
+    with pytest.raises(
+        EmbedlabError, match=r"train.model.input_size: \[28, 28\] does not fit .* built for \[16"
+    ):
+        TimmExtractor("vit_tiny_patch16_224", input_size=28, **vit)
+    flexible = TimmExtractor("vit_tiny_patch16_224", input_size=24, dynamic_img_size=True, **vit)
+    assert flexible.eval()(torch.zeros(1, 3, 24, 24)).shape == (1, 32)
+    assert TimmExtractor("vit_tiny_patch16_224", input_size=16, **vit).feat_dim == 32

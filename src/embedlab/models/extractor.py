@@ -182,8 +182,29 @@ class TimmExtractor(nn.Module):
             raise EmbedlabError(
                 f"params.yaml: train.model.timm_kwargs: {exc} (arch {arch!r})"
             ) from None
+        self._check_input_size()
         if weights is not None and not pretrained:
             self.load_weights(weights)
+
+    def _check_input_size(self) -> None:
+        """A ViT sized for one input refuses any other (timm asserts at the first forward
+        pass, in the middle of a stage): say so when the model is built.
+
+        >>> TimmExtractor("vit_tiny_patch16_224", input_size=28, img_size=16, patch_size=8)
+        Traceback (most recent call last):
+        ...
+        embedlab.errors.EmbedlabError: params.yaml: train.model.input_size: [28, 28] does not ...
+        """
+        patch = getattr(self.model, "patch_embed", None)
+        fixed = getattr(patch, "img_size", None)
+        if self.input_size is None or fixed is None or not getattr(patch, "strict_img_size", 0):
+            return
+        if tuple(int(v) for v in fixed) != self.input_size:
+            raise EmbedlabError(
+                f"params.yaml: train.model.input_size: {list(self.input_size)} does not fit "
+                f"{self.arch!r}, built for {[int(v) for v in fixed]} (set "
+                "train.model.timm_kwargs.img_size to it, or timm_kwargs.dynamic_img_size: true)"
+            )
 
     @property
     def feat_dim(self) -> int:
