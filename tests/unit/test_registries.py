@@ -111,7 +111,11 @@ def test_every_sampler_builds_balanced_batches(name: str) -> None:
     categories = np.repeat(["a", "b"], 16)
     extra = {"categories": categories} if SAMPLERS.tag(name) == "categories" else {}
     sampler = SAMPLERS.build(
-        name, labels=labels, seed=0, **SamplerParams(name=name, n_labels=2).arguments(), **extra
+        name,
+        labels=labels,
+        seed=0,
+        **SamplerParams(name=name, n_labels=2, n_instances=4).arguments(),
+        **extra,
     )
     batches = list(sampler)
     assert batches and all(len(b) == sampler.batch_size for b in batches)
