@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -156,3 +157,20 @@ def chromium(
         *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def make_seeds(
+    tmp: Path, prefix: str, spread: float, seeds: Sequence[int], params: dict | None = None
+) -> list[Path]:
+    """Replicates of one configuration: a run folder per seed, the same queries, embeddings
+    drawn with that seed (``<prefix>-s<seed>``, params ``{"seed": seed, **params}``)."""
+    labels = [i % 4 for i in range(40)]
+    return [
+        make_run(
+            tmp / f"{prefix}-s{seed}",
+            blobs(labels, spread, seed=zlib.crc32(prefix.encode()) % 10_000 + seed),
+            labels,
+            {"seed": seed, **(params or {"train": {"max_epochs": 3}})},
+        )
+        for seed in seeds
+    ]

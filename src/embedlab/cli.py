@@ -194,7 +194,8 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
         "runs",
         nargs="*",
         metavar="RUN",
-        help="DVC experiment names, git revisions or folders holding reports/ (A B [more...])",
+        help="DVC experiment names, git revisions or folders holding reports/ (A B [more...]); "
+        "a group of seeds with commas: exp-a1,exp-a2,exp-a3",
     )
     parser.add_argument(
         "--out",
@@ -203,29 +204,53 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder (default: reports/compare/<A>_vs_<B>/, or .../leaderboard/)",
     )
     parser.add_argument(
-        "--all", action="store_true", dest="all_runs", help="leaderboard of every experiment"
+        "--all",
+        action="store_true",
+        dest="all_runs",
+        help="leaderboard of every experiment, runs differing only in seed grouped",
     )
     parser.add_argument(
         "--sort", default="cmc@1", metavar="METRIC", help="leaderboard order (cmc@1)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap and test seed (0)")
+    # numbers are read as text and checked by _compare_number: a one-line error, exit 2
+    parser.add_argument("--seed", default="0", help="bootstrap and test seed, >= 0 (0)")
     parser.add_argument(
-        "--resamples", type=int, default=10_000, help="bootstrap/permutation resamples (10000)"
+        "--n-resamples",
+        "--resamples",
+        dest="resamples",
+        default="10000",
+        help="bootstrap/permutation resamples, >= 100 (10000)",
     )
-    parser.add_argument("--top-k", type=int, default=5, help="gallery items drawn per query (5)")
+    parser.add_argument("--top-k", default="5", help="gallery items drawn per query (5)")
     parser.add_argument(
-        "--max-queries", type=int, default=50, help="fixed and broken queries drawn, each (50)"
+        "--max-queries", default="50", help="fixed and broken queries drawn, each (50)"
     )
     parser.add_argument(
         "--no-trackers", action="store_true", help="do not log the result to run B's trackers"
     )
 
 
+def _compare_number(text: str, flag: str) -> int:
+    """``text`` as an integer, or a one-line error naming ``flag`` (ranges: run_compare).
+
+    Example:
+        >>> _compare_number("12", "--seed")
+        12
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise EmbedlabError(f"{flag} must be an integer, got {text!r}") from None
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from embedlab.compare import CompareOptions, run_compare
 
     options = CompareOptions(
-        seed=args.seed, n_resamples=args.resamples, top_k=args.top_k, max_queries=args.max_queries
+        seed=_compare_number(args.seed, "--seed"),
+        n_resamples=_compare_number(args.resamples, "--n-resamples"),
+        top_k=_compare_number(args.top_k, "--top-k"),
+        max_queries=_compare_number(args.max_queries, "--max-queries"),
     )
     run_compare(
         args.runs,

@@ -90,6 +90,7 @@ def _query_only(a: RunGroup, b: RunGroup, n_resamples: int, seed: int) -> dict[s
         "ci95": bootstrap_ci(differences, n_resamples, seed_bootstrap),
         "p_value": sign_flip_p_values(differences, n_resamples, seed_test),
         "df": np.full(len(aligned.metrics), np.inf),
+        "se": np.full(len(aligned.metrics), np.nan),
         "n_queries": len(aligned.a),
     }
 
@@ -118,7 +119,7 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
         stacked.matrices, stacked.query_sets, stacked.groups, n_resamples, seed_bootstrap
     )
     means_a, means_b = stacked.run_means(0), stacked.run_means(1)
-    level_a, level_b = group_level(draws[:, 0], means_a), group_level(draws[:, 1], means_b)
+    level_a, level_b = group_level(draws, 0, means_a), group_level(draws, 1, means_b)
     notes: list[str] = []
     if len(a.runs) == 1 and len(b.runs) == 1:
         found = _query_only(a, b, n_resamples, seed)
@@ -126,7 +127,7 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
         test, training = TEST_NAME, False
         notes.append(ONE_RUN_NOTE)
     else:
-        diff = difference(draws[:, 0], draws[:, 1], means_a, means_b)
+        diff = difference(draws, 0, 1, means_a, means_b)
         order = list(range(len(stacked.metrics)))
         found = {
             "metrics": stacked.metrics,
@@ -134,6 +135,7 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
             "ci95": diff.ci95,
             "p_value": diff.p_value,
             "df": diff.df,
+            "se": diff.se,
             "n_queries": min(stacked.n_queries),
         }
         test, training = SEED_AWARE_TEST, True
@@ -151,6 +153,7 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
             "ci95": ci,
             "p_value": float(found["p_value"][j]),
             "verdict": verdict(ci),
+            "se": _finite(found["se"][j]),
             "df": _finite(found["df"][j]),
             "spread": {"a": float(level_a.sd[col]), "b": float(level_b.sd[col])},
             "per_seed": {
@@ -166,5 +169,6 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
 
 
 def _finite(value: float) -> float | None:
-    """JSON has no infinity: an infinite df (normal reference) is written as null."""
+    """JSON has no infinity or nan: an infinite df (normal reference) or a standard error
+    that was not computed (one run per side) is written as null."""
     return float(value) if np.isfinite(value) else None

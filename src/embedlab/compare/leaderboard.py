@@ -15,7 +15,7 @@ from embedlab.compare.groups import RunGroup, stack_runs
 from embedlab.compare.groupstats import ONE_RUN_NOTE, verdict
 from embedlab.compare.page import render_leaderboard_page
 from embedlab.compare.runs import Run, metric_columns
-from embedlab.compare.twolevel import difference, group_level, resample_group_means
+from embedlab.compare.twolevel import Draws, difference, group_level, resample_group_means
 from embedlab.errors import EmbedlabError
 from embedlab.io import atomic_write_text, write_json
 
@@ -43,13 +43,13 @@ def _group_metrics(groups: Sequence[RunGroup], metric: str, n_resamples: int, se
         stacked.matrices, stacked.query_sets, stacked.groups, n_resamples, seed
     )
     means = [stacked.run_means(i) for i in range(len(having))]
-    levels = {g.name: (group_level(draws[:, i], means[i]), means[i]) for i, g in enumerate(having)}
+    levels = {g.name: (group_level(draws, i, means[i]), means[i]) for i, g in enumerate(having)}
     return levels, draws, means, having
 
 
-def _versus_best(draws: np.ndarray, means: list[np.ndarray], best: int, i: int) -> dict[str, Any]:
+def _versus_best(draws: Draws, means: list[np.ndarray], best: int, i: int) -> dict[str, Any]:
     """Delta of group ``i`` minus the best, with its interval: tied when it contains 0."""
-    found = difference(draws[:, best], draws[:, i], means[best], means[i])
+    found = difference(draws, best, i, means[best], means[i])
     ci = [float(found.ci95[0, 0]), float(found.ci95[0, 1])]
     return {
         "delta": float(found.delta[0]),

@@ -18,10 +18,20 @@ from typing import Any, Literal
 
 from embedlab.viz.grids import CORRECT_COLOR, QUERY_COLOR, WRONG_COLOR, frame_width
 
-__all__ = ["QueryRows", "Tile", "render_compare_page", "render_leaderboard_page", "seed_dots"]
+__all__ = [
+    "SEED_COLOR",
+    "QueryRows",
+    "Tile",
+    "render_compare_page",
+    "render_leaderboard_page",
+    "seed_dots",
+]
 
 TileKind = Literal["query", "relevant", "wrong"]
 CELL = 96
+
+SEED_COLOR = (31, 119, 180)
+"""Fill of each seed's dot next to a group's interval."""
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -59,7 +69,7 @@ code {{ background: #f5f5f5; padding: 0 3px; }}
 svg.seeds {{ vertical-align: middle; }}
 svg.seeds line.interval {{ stroke: #555; stroke-width: 2; }}
 svg.seeds line.mean {{ stroke: #111; stroke-width: 2; }}
-svg.seeds circle.seed {{ fill: rgb(31, 119, 180); fill-opacity: 0.8; }}
+svg.seeds circle.seed {{ fill: {_rgb(SEED_COLOR)}; }}
 svg.seeds text {{ font: 10px monospace; fill: #555; }}
 p.warning {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 6px 10px; }}
 """

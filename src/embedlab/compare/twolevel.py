@@ -16,10 +16,11 @@ A group of one run has no run level: its draws carry query noise only.
 :func:`difference` turns the draws of two groups into a delta, its standard error (the
 spread of the resampled deltas), a 95% interval and a two-sided p-value. With a handful
 of seeds a normal reference is too narrow (the run-level variance is estimated from
-``k - 1`` degrees of freedom), so both use Student's t with the run level's degrees of
-freedom: ``ka + kb - 2`` for groups of equal size, Welch-Satterthwaite otherwise. A side
-with one run borrows the other side's run-level variance (same training noise assumed);
-with one run on both sides nothing measures training variance and the caller says so.
+``k - 1`` degrees of freedom), so both use Student's t, its degrees of freedom those of
+the run level (``ka + kb - 2`` for groups of equal size, Welch's otherwise) and of the
+query level combined by their shares of the variance (Satterthwaite). A side with one
+run borrows the other side's run-level variance (same training noise assumed); with one
+run on both sides nothing measures training variance and the caller says so.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from scipy import stats as scipy_stats
 
 __all__ = [
     "Difference",
+    "Draws",
     "LevelInterval",
     "difference",
     "group_level",
     "query_weights",
     "resample_group_means",
-    "run_level_variance",
+    "satterthwaite_df",
 ]
 
 BLOCK_ELEMENTS = 1 << 22
@@ -78,14 +80,28 @@ def _check(runs: Sequence[np.ndarray], query_sets: Sequence[int], groups: Sequen
     return widths.pop()
 
 
+@dataclass(frozen=True)
+class Draws:
+    """Bootstrap draws of every group's mean, ``[n_resamples, n_groups, n_metrics]`` each.
+
+    ``total`` resamples both levels; ``queries`` the queries only (the mean of all of a
+    group's runs under the same query draw), which sizes the query level's share.
+    """
+
+    total: np.ndarray
+    queries: np.ndarray
+    n_queries: int
+    """The fewest queries any run scored (the query level's degrees of freedom)."""
+
+
 def resample_group_means(
     runs: Sequence[np.ndarray],
     query_sets: Sequence[int],
     groups: Sequence[int],
     n_resamples: int = 10_000,
     seed: int = 0,
-) -> np.ndarray:
-    """Two-level bootstrap draws of every group's mean: ``[n_resamples, n_groups, n_metrics]``.
+) -> Draws:
+    """Two-level bootstrap draws of every group's mean (see :class:`Draws`).
 
     ``runs[i]`` is run ``i``'s ``[n_queries, n_metrics]`` per-query values; runs with
     the same ``query_sets[i]`` scored the same queries, in the same row order, and are
@@ -94,8 +110,8 @@ def resample_group_means(
     Example:
         >>> a = [np.array([[0.0], [1.0]]), np.array([[1.0], [1.0]])]  # two seeds of A
         >>> draws = resample_group_means(a + [np.array([[1.0], [0.0]])], [0, 0, 0], [0, 0, 1], 500)
-        >>> draws.shape, float(draws[:, 1].min()) >= 0.0
-        ((500, 2, 1), True)
+        >>> draws.total.shape, draws.queries.shape, float(draws.total[:, 1].min()) >= 0.0
+        ((500, 2, 1), (500, 2, 1), True)
     """
     m = _check(runs, query_sets, groups)
     matrices = [np.asarray(r, dtype=np.float64) for r in runs]
@@ -115,6 +131,7 @@ def resample_group_means(
     largest = max(len(r) for r in matrices)
     block = max(1, BLOCK_ELEMENTS // largest)
     out = np.empty((n_resamples, n_groups, m))
+    queries_only = np.empty((n_resamples, n_groups, m))
     for start in range(0, n_resamples, block):
         size = min(block, n_resamples - start)
         means = {s: query_weights(rng, len(stacked[s]), size) @ stacked[s] for s in sets}
@@ -122,8 +139,9 @@ def resample_group_means(
             [means[column[i][0]][:, column[i][1]] for i in range(len(runs))], axis=1
         )  # [size, n_runs, m]
         for gi, index in enumerate(members):
+            queries_only[start : start + size, gi] = run_means[:, index].mean(axis=1)
             out[start : start + size, gi] = _resample_runs(rng, run_means[:, index], size)
-    return out
+    return Draws(out, queries_only, min(len(r) for r in matrices))
 
 
 def _resample_runs(rng: np.random.Generator, run_means: np.ndarray, size: int) -> np.ndarray:
@@ -135,20 +153,6 @@ def _resample_runs(rng: np.random.Generator, run_means: np.ndarray, size: int) -
     picked = rng.integers(0, k, size=(size, k))
     resampled = np.take_along_axis(run_means, picked[:, :, None], axis=1).mean(axis=1)
     return full + np.sqrt(k / (k - 1)) * (resampled - full)
-
-
-def run_level_variance(run_means: np.ndarray) -> np.ndarray:
-    """Variance of a group's mean from its runs alone, ``s**2 / k`` per metric (nan if k = 1).
-
-    Example:
-        >>> run_level_variance(np.array([[0.70], [0.72], [0.74]])).round(6).tolist()
-        [0.000133]
-    """
-    run_means = np.atleast_2d(np.asarray(run_means, dtype=np.float64))
-    k = run_means.shape[0]
-    if k < 2:
-        return np.full(run_means.shape[1], np.nan)
-    return run_means.var(axis=0, ddof=1) / k
 
 
 @dataclass(frozen=True)
@@ -164,11 +168,9 @@ class Difference:
     """False when both sides have one run: then only query noise is counted."""
 
 
-def _t_interval(
-    centre: np.ndarray, se: np.ndarray, df: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _t_interval(centre: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
     quantile = scipy_stats.t.ppf(0.5 + LEVEL / 2.0, df)
-    return np.stack([centre - quantile * se, centre + quantile * se], axis=1), quantile
+    return np.stack([centre - quantile * se, centre + quantile * se], axis=1)
 
 
 def _p_values(delta: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
@@ -178,51 +180,64 @@ def _p_values(delta: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
     return np.where(se > 0, p, np.where(delta == 0, 1.0, 0.0))
 
 
-def _run_level_df(va: np.ndarray, ka: int, vb: np.ndarray, kb: int) -> np.ndarray:
-    """Degrees of freedom of the run level: ``ka + kb - 2`` for equal group sizes (then the
-    statistic is Student's, which is robust to unequal variances), else Welch-Satterthwaite."""
-    if ka == kb:
-        return np.full(np.shape(va), float(ka + kb - 2))
+def satterthwaite_df(total: np.ndarray, parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Degrees of freedom of a variance ``total`` made of ``(variance, its df)`` parts.
+
+    Example:
+        >>> satterthwaite_df(np.array([2.0]), [(np.array([1.0]), 4.0), (np.array([1.0]), 4.0)])
+        array([8.])
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = (va + vb) ** 2 / (va**2 / (ka - 1) + vb**2 / (kb - 1))
-    # no spread at all on either side: nothing to estimate, the smaller df is a safe choice
-    return np.where(np.isfinite(df), df, min(ka, kb) - 1)
+        denominator = sum(np.asarray(v) ** 2 / df for v, df in parts)
+        df = np.asarray(total) ** 2 / denominator
+    # no spread anywhere: nothing to estimate, the smallest df is the safe choice
+    return np.where(np.isfinite(df), df, min(d for _, d in parts))
 
 
-def difference(
-    draws_a: np.ndarray, draws_b: np.ndarray, runs_a: np.ndarray, runs_b: np.ndarray
-) -> Difference:
-    """Delta, interval and p-value of ``b - a`` from two groups' two-level draws.
+def difference(draws: Draws, a: int, b: int, runs_a: np.ndarray, runs_b: np.ndarray) -> Difference:
+    """Delta, interval and p-value of group ``b`` minus group ``a`` from their draws.
 
-    ``draws_*`` are one group's column of :func:`resample_group_means` (``[R, m]``, both
-    from the same call, so shared queries are paired); ``runs_*`` its runs' plain means
-    (``[k, m]``), which give the point estimate and the degrees of freedom.
+    ``runs_*`` are the groups' runs' plain means (``[k, m]``): they give the point
+    estimate. The standard error is the spread of the resampled deltas; the degrees of
+    freedom combine the run level (``ka + kb - 2`` for equal group sizes, where the
+    statistic is Student's and robust to unequal variances; Welch's otherwise) with the
+    query level (``n_queries - 1``), weighted by their shares (Satterthwaite).
 
     Example:
         >>> rng = np.random.default_rng(0)
         >>> runs = [rng.normal(0.8 + 0.01 * (i >= 3), 0.002, size=(50, 1)) for i in range(6)]
         >>> draws = resample_group_means(runs, [0] * 6, [0, 0, 0, 1, 1, 1], 2000)
         >>> means = np.array([r.mean(axis=0) for r in runs])
-        >>> d = difference(draws[:, 0], draws[:, 1], means[:3], means[3:])
+        >>> d = difference(draws, 0, 1, means[:3], means[3:])
         >>> bool(d.ci95[0, 0] > 0), bool(d.p_value[0] < 0.05), d.training_variance
         (True, True, True)
     """
     runs_a, runs_b = np.atleast_2d(runs_a), np.atleast_2d(runs_b)
     ka, kb = len(runs_a), len(runs_b)
     delta = runs_b.mean(axis=0) - runs_a.mean(axis=0)
-    variance = (draws_b - draws_a).var(axis=0, ddof=1)
-    va, vb = run_level_variance(runs_a), run_level_variance(runs_b)
+    query_part = (draws.queries[:, b] - draws.queries[:, a]).var(axis=0, ddof=1)
+    run_a = (draws.total[:, a] - draws.queries[:, a]).var(axis=0, ddof=1)
+    run_b = (draws.total[:, b] - draws.queries[:, b]).var(axis=0, ddof=1)
+    query_df = float(max(draws.n_queries - 1, 1))
     if ka >= 2 and kb >= 2:
-        df = _run_level_df(va, ka, vb, kb)
+        if ka == kb:
+            run_parts = [(run_a + run_b, float(ka + kb - 2))]
+        else:
+            run_parts = [(run_a, float(ka - 1)), (run_b, float(kb - 1))]
     elif ka >= 2 or kb >= 2:  # one side has one run: it borrows the other's training noise
-        donor, k = (va * ka, ka) if ka >= 2 else (vb * kb, kb)
-        variance = variance + donor  # s**2 / 1 for the single run
-        df = np.full(delta.shape, float(k - 1))
+        donor, k = (run_a * ka, ka) if ka >= 2 else (run_b * kb, kb)
+        run_parts = [(run_a + run_b + donor, float(k - 1))]
     else:
-        df = np.full(delta.shape, np.inf)
+        run_parts = []
+    variance = query_part + sum(v for v, _ in run_parts)
+    df = (
+        satterthwaite_df(variance, [*run_parts, (query_part, query_df)])
+        if run_parts
+        else np.full(delta.shape, np.inf)
+    )
     se = np.sqrt(variance)
-    ci95, _ = _t_interval(delta, se, df)
-    return Difference(delta, se, df, ci95, _p_values(delta, se, df), ka >= 2 or kb >= 2)
+    ci95 = _t_interval(delta, se, df)
+    return Difference(delta, se, df, ci95, _p_values(delta, se, df), bool(run_parts))
 
 
 @dataclass(frozen=True)
@@ -235,15 +250,16 @@ class LevelInterval:
     training_variance: bool
 
 
-def group_level(draws: np.ndarray, run_means: np.ndarray) -> LevelInterval:
+def group_level(draws: Draws, group: int, run_means: np.ndarray) -> LevelInterval:
     """A group's mean, spread across seeds and 95% interval from its two-level draws.
 
-    With two or more runs: mean ± t(k - 1) x the draws' spread. With one run: the
+    With two or more runs: mean ± t x the draws' spread, the degrees of freedom those of
+    the run level (k - 1) and the query level combined (Satterthwaite). With one run: the
     percentile interval of the query bootstrap (training variance left out).
 
     Example:
         >>> runs = [np.array([[0.7], [0.9]]), np.array([[0.8], [0.8]])]
-        >>> level = group_level(resample_group_means(runs, [0, 0], [0, 0], 2000),
+        >>> level = group_level(resample_group_means(runs, [0, 0], [0, 0], 2000), 0,
         ...                     np.array([[0.8], [0.8]]))
         >>> level.mean.tolist(), level.sd.tolist(), level.training_variance
         ([0.8], [0.0], True)
@@ -251,10 +267,17 @@ def group_level(draws: np.ndarray, run_means: np.ndarray) -> LevelInterval:
     run_means = np.atleast_2d(run_means)
     k = len(run_means)
     mean = run_means.mean(axis=0)
+    total = draws.total[:, group]
     if k < 2:
         tail = (1.0 - LEVEL) / 2.0
-        ci95 = np.quantile(draws, [tail, 1.0 - tail], axis=0).T
+        ci95 = np.quantile(total, [tail, 1.0 - tail], axis=0).T
         return LevelInterval(mean, np.zeros_like(mean), ci95, False)
-    se = draws.std(axis=0, ddof=1)
-    ci95, _ = _t_interval(mean, se, np.full(mean.shape, float(k - 1)))
+    queries = draws.queries[:, group]
+    run_part = (total - queries).var(axis=0, ddof=1)
+    query_part = queries.var(axis=0, ddof=1)
+    variance = run_part + query_part
+    df = satterthwaite_df(
+        variance, [(run_part, float(k - 1)), (query_part, float(max(draws.n_queries - 1, 1)))]
+    )
+    ci95 = _t_interval(mean, np.sqrt(variance), df)
     return LevelInterval(mean, run_means.std(axis=0, ddof=1), ci95, True)
