@@ -13,45 +13,23 @@ import pytest
 from scipy import stats as scipy_stats
 
 from embedlab.cli import main
-from embedlab.compare.stats import bootstrap_ci
-from embedlab.compare.twolevel import difference, resample_group_means
-from tests.compare_helpers import make_pair, make_seeds
+from tests.compare_helpers import (
+    make_pair,
+    make_seeds,
+    query_only_rejects,
+    seed_aware_p,
+    simulate_groups,
+)
 
-# Simulated runs (see _simulate): run-level noise large next to query noise, as in the
-# real Fashion-MNIST runs, where the spread between seeds exceeds the query noise.
-N_QUERIES = 300
-RUN_SD = 0.006  # sd of a run's mean from training (seed, batch order)
-QUERY_SD = 0.02  # per-query noise of one run around the configuration's value
 N_RESAMPLES = 400
 
 
-def _simulate(rng: np.random.Generator, k: int, shift: float) -> list[np.ndarray]:
-    """Two configurations of ``k`` runs each on the same queries; B better by ``shift``."""
-    difficulty = rng.uniform(0.4, 1.0, N_QUERIES)
-    return [
-        (
-            difficulty
-            + shift * group
-            + rng.normal(0.0, RUN_SD)
-            + rng.normal(0.0, QUERY_SD, N_QUERIES)
-        )[:, None]
-        for group in (0, 1)
-        for _ in range(k)
-    ]
-
-
 def _seed_aware_p(runs: list[np.ndarray], k: int, seed: int) -> float:
-    draws = resample_group_means(runs, [0] * 2 * k, [0] * k + [1] * k, N_RESAMPLES, seed)
-    means = np.array([r.mean(axis=0) for r in runs])
-    return float(difference(draws, 0, 1, means[:k], means[k:]).p_value[0])
+    return seed_aware_p(runs, k, seed, N_RESAMPLES)
 
 
 def _query_only_rejects(runs: list[np.ndarray], k: int, seed: int) -> bool:
-    """The query-level test compare used before: a paired bootstrap of the per-query
-    differences of the two groups (the runs taken as fixed)."""
-    per_query = np.mean(runs[k:], axis=0) - np.mean(runs[:k], axis=0)
-    lo, hi = bootstrap_ci(per_query, N_RESAMPLES, seed)[0]
-    return bool(lo > 0 or hi < 0)
+    return query_only_rejects(runs, k, seed, N_RESAMPLES)
 
 
 @pytest.mark.slow
@@ -62,7 +40,7 @@ def test_seed_aware_test_holds_its_level_where_the_query_only_test_does_not(
     n_null, k = 240, 3
     seed_aware, query_only = 0, 0
     for i in range(n_null):
-        runs = _simulate(rng, k, shift=0.0)
+        runs = simulate_groups(rng, k, shift=0.0)
         seed_aware += _seed_aware_p(runs, k, seed=i) < 0.05
         query_only += _query_only_rejects(runs, k, seed=i)
     rate, query_rate = seed_aware / n_null, query_only / n_null
@@ -79,7 +57,9 @@ LOSS_SHIFT = 0.02
 def test_power_a_loss_sized_shift_is_found_with_three_seeds() -> None:
     rng = np.random.default_rng(7)
     n, k = 60, 3
-    found = sum(_seed_aware_p(_simulate(rng, k, LOSS_SHIFT), k, seed=i) < 0.05 for i in range(n))
+    found = sum(
+        _seed_aware_p(simulate_groups(rng, k, LOSS_SHIFT), k, seed=i) < 0.05 for i in range(n)
+    )
     assert found / n >= 0.8
 
 
