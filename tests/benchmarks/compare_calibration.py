@@ -3,7 +3,7 @@ comparisons, and how often the seed-aware test finds a given shift.
 
 Usage::
 
-    python tests/benchmarks/compare_calibration.py --n-null 1000 --n-power 200
+    python -m tests.benchmarks.compare_calibration --n-null 1000 --n-power 200
 
 The simulation is the unit tests' (``tests/compare_helpers.simulate_groups``): two
 configurations of 3 seeds on 300 queries, run-level noise (sd 0.006 of a run's mean)
