@@ -138,6 +138,13 @@ class Stacked:
             [m.mean(axis=0) for m, g in zip(self.matrices, self.groups, strict=True) if g == group]
         )
 
+    def bounds(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest and largest per-query value of each metric over ``group``'s runs."""
+        values = [m for m, g in zip(self.matrices, self.groups, strict=True) if g == group]
+        return np.min([v.min(axis=0) for v in values], axis=0), np.max(
+            [v.max(axis=0) for v in values], axis=0
+        )
+
     @property
     def paired(self) -> bool:
         """Whether every run scored the same queries."""

@@ -30,7 +30,8 @@ __all__ = [
 
 SEED_AWARE_TEST = (
     "two-level bootstrap (runs within each group, rescaled, then queries, paired where the "
-    "queries are the same), Student's t with the run level's degrees of freedom (two-sided)"
+    "queries are the same), Student's t with the degrees of freedom of the seed and query "
+    "levels combined (two-sided)"
 )
 ONE_RUN_NOTE = (
     "one run per side: the interval and p-value count query noise only and leave out "
@@ -119,7 +120,8 @@ def group_stats(a: RunGroup, b: RunGroup, n_resamples: int = 10_000, seed: int =
         stacked.matrices, stacked.query_sets, stacked.groups, n_resamples, seed_bootstrap
     )
     means_a, means_b = stacked.run_means(0), stacked.run_means(1)
-    level_a, level_b = group_level(draws, 0, means_a), group_level(draws, 1, means_b)
+    level_a = group_level(draws, 0, means_a, stacked.bounds(0))
+    level_b = group_level(draws, 1, means_b, stacked.bounds(1))
     notes: list[str] = []
     if len(a.runs) == 1 and len(b.runs) == 1:
         found = _query_only(a, b, n_resamples, seed)

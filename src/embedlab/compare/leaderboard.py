@@ -43,7 +43,10 @@ def _group_metrics(groups: Sequence[RunGroup], metric: str, n_resamples: int, se
         stacked.matrices, stacked.query_sets, stacked.groups, n_resamples, seed
     )
     means = [stacked.run_means(i) for i in range(len(having))]
-    levels = {g.name: (group_level(draws, i, means[i]), means[i]) for i, g in enumerate(having)}
+    levels = {
+        g.name: (group_level(draws, i, means[i], stacked.bounds(i)), means[i])
+        for i, g in enumerate(having)
+    }
     return levels, draws, means, having
 
 

@@ -148,10 +148,14 @@ def _query_section(query: QueryRows, name_a: str, name_b: str) -> str:
 
 
 def seed_dots(
-    rows: Sequence[tuple[str, Sequence[float], Sequence[float]]], width: int = 240
+    rows: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    width: int = 240,
+    scale: tuple[float, float] | None = None,
 ) -> str:
     """An inline SVG: per row (label, each seed's value, the group's 95% interval), the
     interval as a bar with the mean of the seeds as a tick and each seed as a dot.
+    ``scale`` (low, high) fixes the axis, so that several plots line up.
+    ``scale`` (low, high) fixes the axis, so that several plots line up.
 
     Example:
         >>> svg = seed_dots([("a", [0.70, 0.72], [0.69, 0.73]), ("b", [0.75], [0.74, 0.76])])
@@ -159,7 +163,7 @@ def seed_dots(
         (3, 2, True)
     """
     values = [v for _, seeds, ci in rows for v in (*seeds, *ci)]
-    lo, hi = min(values), max(values)
+    lo, hi = scale if scale is not None else (min(values), max(values))
     pad = (hi - lo) * 0.05 or 0.001
     lo, hi = lo - pad, hi + pad
     label_width, row_height = 16, 14
@@ -354,13 +358,24 @@ def render_compare_page(
     return _document(f"embedlab compare: {name_a} vs {name_b}", body)
 
 
-def _board_cell(value: Mapping[str, Any] | None, dots: bool) -> str:
+def _board_cell(value: Mapping[str, Any] | None, scale: tuple[float, float] | None) -> str:
     if not value:
         return "-"
     text = f"{value['mean']:.4f} [{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]"
-    if dots and value.get("per_seed"):
-        text += "<br>" + seed_dots([("", value["per_seed"], value["ci95"])], width=200)
+    if scale is not None and value.get("per_seed"):
+        text += "<br>" + seed_dots([("", value["per_seed"], value["ci95"])], 200, scale)
     return text
+
+
+def _scale(board: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    """One axis for every row's dots of ``metric``: all seeds and intervals fit."""
+    values = [
+        v
+        for run in board["runs"]
+        if metric in run["metrics"]
+        for v in (*run["metrics"][metric].get("per_seed", []), *run["metrics"][metric]["ci95"])
+    ]
+    return (min(values), max(values)) if values else None
 
 
 def _versus_best(run: Mapping[str, Any], rank: int) -> str:
@@ -403,10 +418,11 @@ def render_leaderboard_page(board: Mapping[str, Any]) -> str:
         f'<th class="text">kind</th><th>seeds</th><th>queries</th>{header}'
         f'<th class="text">vs best ({_e(sort)})</th></tr>'
     ]
+    scale = _scale(board, sort)
     for rank, run in enumerate(board["runs"], start=1):
         cells = "".join(f'<td class="text">{_e(run["params"].get(k, ""))}</td>' for k in keys)
         for m in metrics:
-            text = _board_cell(run["metrics"].get(m), dots=m == sort)
+            text = _board_cell(run["metrics"].get(m), scale if m == sort else None)
             cells += f'<td class="{"sortkey" if m == sort else ""}">{text}</td>'
         rows.append(
             f'<tr data-run="{_e(run["name"])}"><td>{rank}</td><td class="text">{_e(run["name"])}'
@@ -417,7 +433,8 @@ def render_leaderboard_page(board: Mapping[str, Any]) -> str:
     if board.get("training_variance"):
         method = (
             "Intervals: two-level bootstrap over each configuration's seeds, then its queries, "
-            "Student's t with n seeds - 1 degrees of freedom (query noise only for one seed)"
+            "Student's t with the degrees of freedom of the seed level (n seeds - 1) and the "
+            "query level combined (query noise only for one seed)"
         )
     else:
         method = "Intervals: bootstrap of each run's mean over its queries"

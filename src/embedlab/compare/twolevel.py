@@ -250,12 +250,18 @@ class LevelInterval:
     training_variance: bool
 
 
-def group_level(draws: Draws, group: int, run_means: np.ndarray) -> LevelInterval:
+def group_level(
+    draws: Draws,
+    group: int,
+    run_means: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> LevelInterval:
     """A group's mean, spread across seeds and 95% interval from its two-level draws.
 
     With two or more runs: mean ± t x the draws' spread, the degrees of freedom those of
     the run level (k - 1) and the query level combined (Satterthwaite). With one run: the
-    percentile interval of the query bootstrap (training variance left out).
+    percentile interval of the query bootstrap (training variance left out). ``bounds``
+    (the smallest and largest per-query values) clip the interval: a mean cannot leave them.
 
     Example:
         >>> runs = [np.array([[0.7], [0.9]]), np.array([[0.8], [0.8]])]
@@ -280,4 +286,6 @@ def group_level(draws: Draws, group: int, run_means: np.ndarray) -> LevelInterva
         variance, [(run_part, float(k - 1)), (query_part, float(max(draws.n_queries - 1, 1)))]
     )
     ci95 = _t_interval(mean, np.sqrt(variance), df)
+    if bounds is not None:
+        ci95 = np.stack([np.maximum(ci95[:, 0], bounds[0]), np.minimum(ci95[:, 1], bounds[1])], 1)
     return LevelInterval(mean, run_means.std(axis=0, ddof=1), ci95, True)
