@@ -271,7 +271,7 @@ def format_compare_table(report: dict[str, Any]) -> str:
         values = []
         for side in ("a", "b"):
             text = f"{m[side]:.4f}"
-            if groups:
+            if len(report["groups"][side]["members"]) > 1:
                 text += f" (sd {m['spread'][side]:.4f})"
             values.append(f"{text:>{cell}}")
         lines.append(
