@@ -183,15 +183,20 @@ SIM_RUN_SD = 0.006  # sd of a run's mean from training (seed, batch order)
 SIM_QUERY_SD = 0.02  # per-query noise of one run around the configuration's value
 
 
-def simulate_groups(rng: np.random.Generator, k: int, shift: float) -> list[np.ndarray]:
+def simulate_groups(
+    rng: np.random.Generator,
+    k: int,
+    shift: float,
+    run_sd: tuple[float, float] = (SIM_RUN_SD, SIM_RUN_SD),
+) -> list[np.ndarray]:
     """Two configurations of ``k`` runs each (``[queries, 1]`` values) on the same queries;
-    B better by ``shift``."""
+    B better by ``shift``; ``run_sd``: each configuration's spread of run means."""
     difficulty = rng.uniform(0.4, 1.0, SIM_QUERIES)
     return [
         (
             difficulty
             + shift * group
-            + rng.normal(0.0, SIM_RUN_SD)
+            + rng.normal(0.0, run_sd[group])
             + rng.normal(0.0, SIM_QUERY_SD, SIM_QUERIES)
         )[:, None]
         for group in (0, 1)
