@@ -51,10 +51,10 @@ def test_seed_aware_test_holds_its_level_where_the_query_only_test_does_not(
 
 
 # Measured on the real 5-epoch runs (README, "The losses, compared"): ArcFace beats the
-# triplet loss by about 0.025 in map@R; the triplet loss's seeds spread by sd 0.012 in
-# map@R, ArcFace's by about 0.002.
-LOSS_SHIFT = 0.025
-LOSS_RUN_SD = (0.012, 0.002)
+# triplet loss by 0.029 in map@R (3 seeds each); the triplet loss's seeds spread by sd
+# 0.012 in map@R, ArcFace's by 0.0066.
+LOSS_SHIFT = 0.029
+LOSS_RUN_SD = (0.012, 0.0066)
 
 
 def test_power_a_loss_sized_shift_is_found_with_three_seeds() -> None:
