@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,3 +158,67 @@ def chromium(
         *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def make_seeds(
+    tmp: Path, prefix: str, spread: float, seeds: Sequence[int], params: dict | None = None
+) -> list[Path]:
+    """Replicates of one configuration: a run folder per seed, the same queries, embeddings
+    drawn with that seed (``<prefix>-s<seed>``, params ``{"seed": seed, **params}``)."""
+    labels = [i % 4 for i in range(40)]
+    return [
+        make_run(
+            tmp / f"{prefix}-s{seed}",
+            blobs(labels, spread, seed=zlib.crc32(prefix.encode()) % 10_000 + seed),
+            labels,
+            {"seed": seed, **(params or {"train": {"max_epochs": 3}})},
+        )
+        for seed in seeds
+    ]
+
+
+# Simulated runs for the seed-aware test: run-level noise large next to query noise, as in
+# the real Fashion-MNIST runs, where the spread between seeds exceeds the query noise.
+SIM_QUERIES = 300
+SIM_RUN_SD = 0.006  # sd of a run's mean from training (seed, batch order)
+SIM_QUERY_SD = 0.02  # per-query noise of one run around the configuration's value
+
+
+def simulate_groups(
+    rng: np.random.Generator,
+    k: int,
+    shift: float,
+    run_sd: tuple[float, float] = (SIM_RUN_SD, SIM_RUN_SD),
+) -> list[np.ndarray]:
+    """Two configurations of ``k`` runs each (``[queries, 1]`` values) on the same queries;
+    B better by ``shift``; ``run_sd``: each configuration's spread of run means."""
+    difficulty = rng.uniform(0.4, 1.0, SIM_QUERIES)
+    return [
+        (
+            difficulty
+            + shift * group
+            + rng.normal(0.0, run_sd[group])
+            + rng.normal(0.0, SIM_QUERY_SD, SIM_QUERIES)
+        )[:, None]
+        for group in (0, 1)
+        for _ in range(k)
+    ]
+
+
+def seed_aware_p(runs: list[np.ndarray], k: int, seed: int, n_resamples: int) -> float:
+    """p-value of the seed-aware test (two-level bootstrap, t) of group B (the last k)."""
+    from embedlab.compare.twolevel import difference, resample_group_means
+
+    draws = resample_group_means(runs, [0] * 2 * k, [0] * k + [1] * k, n_resamples, seed)
+    means = np.array([r.mean(axis=0) for r in runs])
+    return float(difference(draws, 0, 1, means[:k], means[k:]).p_value[0])
+
+
+def query_only_rejects(runs: list[np.ndarray], k: int, seed: int, n_resamples: int) -> bool:
+    """The query-level test of single runs applied to groups: a paired bootstrap of the
+    per-query differences of the two groups' means (the runs taken as fixed)."""
+    from embedlab.compare.stats import bootstrap_ci
+
+    per_query = np.mean(runs[k:], axis=0) - np.mean(runs[:k], axis=0)
+    lo, hi = bootstrap_ci(per_query, n_resamples, seed)[0]
+    return bool(lo > 0 or hi < 0)

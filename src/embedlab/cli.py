@@ -225,7 +225,8 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
         "runs",
         nargs="*",
         metavar="RUN",
-        help="DVC experiment names, git revisions or folders holding reports/ (A B [more...])",
+        help="DVC experiment names, git revisions or folders holding reports/ (A B [more...]); "
+        "a group of seeds with commas: exp-a1,exp-a2,exp-a3",
     )
     parser.add_argument(
         "--out",
@@ -234,14 +235,19 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder (default: reports/compare/<A>_vs_<B>/, or .../leaderboard/)",
     )
     parser.add_argument(
-        "--all", action="store_true", dest="all_runs", help="leaderboard of every experiment"
+        "--all",
+        action="store_true",
+        dest="all_runs",
+        help="leaderboard of every experiment, runs differing only in seed grouped",
     )
     parser.add_argument(
         "--sort", default="cmc@1", metavar="METRIC", help="leaderboard order (cmc@1)"
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="bootstrap and test seed (0)")
     parser.add_argument(
+        "--n-resamples",
         "--resamples",
+        dest="resamples",
         type=at_least(100),
         default=10_000,
         help="bootstrap/permutation resamples (10000)",
@@ -264,7 +270,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     from embedlab.compare import CompareOptions, run_compare
 
     options = CompareOptions(
-        seed=args.seed, n_resamples=args.resamples, top_k=args.top_k, max_queries=args.max_queries
+        seed=args.seed,
+        n_resamples=args.resamples,
+        top_k=args.top_k,
+        max_queries=args.max_queries,
     )
     run_compare(
         args.runs,

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from embedlab.cli import main
+from embedlab.compare.page import SEED_COLOR
 from embedlab.viz.grids import CORRECT_COLOR, QUERY_COLOR, WRONG_COLOR
-from tests.compare_helpers import CHROMIUM, blobs, chromium, make_pair, make_run
+from tests.compare_helpers import CHROMIUM, blobs, chromium, make_pair, make_run, make_seeds
 
 pytestmark = [
     pytest.mark.slow,
@@ -94,6 +95,30 @@ def test_markup_in_file_names_and_labels_is_shown_as_text(tmp_path: Path) -> Non
     assert images and all(src.startswith("data:image/") for src in images), set(images)
     n_tiles = sum(len(report["queries"][k]) for k in ("fixed", "broken")) * 2 * 6
     assert len(images) == n_tiles  # no element but the tiles' pictures
+
+
+def test_group_comparison_draws_each_seed_as_a_dot_beside_the_interval(tmp_path: Path) -> None:
+    a = make_seeds(tmp_path, "a", 0.55, [0, 1, 2])
+    b = make_seeds(tmp_path, "b", 0.35, [0, 1, 2])
+    out = tmp_path / "out"
+    spec_a, spec_b = ",".join(map(str, a)), ",".join(map(str, b))
+    assert main(["compare", spec_a, spec_b, "--out", str(out), "--no-trackers"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    dom = _dump_dom(out / "index.html", tmp_path)
+    # per metric row: both sides' intervals, and a dot per seed at its value
+    for name, m in report["metrics"].items():
+        row = re.search(rf'<tr data-metric="{re.escape(name)}">(.*?)</tr>', dom, re.S).group(1)
+        assert row.count('class="interval"') == 2
+        dots = [float(v) for v in re.findall(r'<circle class="seed" data-value="([^"]+)"', row)]
+        assert dots == pytest.approx(m["per_seed"]["a"] + m["per_seed"]["b"], abs=1e-12)
+    shot = tmp_path / "groups.png"
+    result = chromium(
+        [f"--screenshot={shot}", "--window-size=1400,900", (out / "index.html").as_uri()],
+        tmp_path / "profile-groups",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the dots are drawn: 4 metrics x 6 seeds, each a disc of radius 3 (some may overlap)
+    assert _colour_count(Image.open(shot), SEED_COLOR) > 4 * 6 * 10
 
 
 def _image_sources(dom: str) -> list[str]:

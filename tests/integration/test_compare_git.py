@@ -164,3 +164,28 @@ def test_revision_b_tracker_runs_get_the_comparison(repo: Path) -> None:
     summary = json.loads((repo / "logs/csv/exp-b/summary.json").read_text())
     assert summary["compare/cmc@1/delta"] == pytest.approx(report["metrics"]["cmc@1"]["delta"])
     assert not (repo / "logs/csv/later").exists()
+
+
+@pytest.mark.slow
+def test_all_groups_experiments_that_differ_only_in_seed(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(repo, *dvc, "init", "-q")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "dvc init")
+    # the baseline (lr 0.003, no seed key) and two more seeds of it; two seeds of lr 0.01
+    for seed, lr in [(1, 0.003), (2, 0.003), (0, 0.01), (1, 0.01)]:
+        params = {"seed": seed, "train": {"optimizer": {"lr": lr}}}
+        make_run(repo, blobs(LABELS, 0.3, 20 + seed + int(lr * 1000)), LABELS, params)
+        _run(repo, *dvc, "exp", "save", "-n", f"lr{lr}-s{seed}")
+        _run(repo, "git", "checkout", "--", ".")
+
+    assert main(["compare", "--all", "--no-trackers", "--out", "board"]) == 0
+    board = json.loads((repo / "board/leaderboard.json").read_text())
+    members = sorted(sorted(row["members"]) for row in board["runs"])
+    assert members == [["lr0.003-s1", "lr0.003-s2", "main"], ["lr0.01-s0", "lr0.01-s1"]]
+    assert board["params_changed"] == ["train.optimizer.lr"]  # seed is not a column
+    assert sorted(row["n_seeds"] for row in board["runs"]) == [2, 3]
+    assert board["training_variance"] is True
+    assert "seeds" in capsys.readouterr().out.splitlines()[0]

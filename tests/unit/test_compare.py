@@ -241,7 +241,7 @@ def test_leaderboard_of_three_runs(tmp_path: Path, capsys: pytest.CaptureFixture
     page = (out / "index.html").read_text()
     assert page.count("<tr data-run=") == 3
     printed = capsys.readouterr().out
-    assert printed.splitlines()[0].split()[:3] == ["#", "run", "train.lr"]
+    assert printed.splitlines()[0].split()[:3] == ["#", "configuration", "train.lr"]
 
     assert main([*args[:-1], "nope@1"]) == 2
     assert "--sort 'nope@1' is not a metric" in capsys.readouterr().err

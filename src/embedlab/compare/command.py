@@ -1,4 +1,8 @@
-"""The ``embedlab compare`` command: resolve the runs, write the outputs, print the summary."""
+"""The ``embedlab compare`` command: resolve the runs, write the outputs, print the summary.
+
+A spec with commas (``exp-a1,exp-a2,exp-a3``) is a group of replicates; ``--all`` groups
+the experiments whose params differ only in ``seed``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from embedlab.compare.groups import RunGroup, group_by_config, group_name, split_spec
 from embedlab.compare.leaderboard import format_leaderboard_table, write_leaderboard
 from embedlab.compare.pair import CompareOptions, format_compare_table, write_compare
 from embedlab.compare.runs import Run, RunSource, list_experiments, load_run, resolve_run, safe_name
@@ -37,13 +42,72 @@ def _same(a: RunSource, b: RunSource) -> bool:
     return (a.rev, a.root) == (b.rev, b.root) if a.rev or b.rev else a.root == b.root
 
 
-def _sources(specs: Sequence[str], all_runs: bool, repo: Path) -> list[RunSource]:
-    sources = [resolve_run(spec, repo) for spec in specs]
-    if all_runs:
-        for found in list_experiments(repo):
-            if not any(_same(found, known) for known in sources):
-                sources.append(found)
-    return sources
+def check_options(options: CompareOptions) -> None:
+    """One-line errors for numbers out of range (the CLI passes them through unchanged).
+
+    Example:
+        >>> try:
+        ...     check_options(CompareOptions(seed=-1))
+        ... except EmbedlabError as exc:
+        ...     print(exc)
+        --seed must be an integer >= 0, got -1
+    """
+    checks = [
+        ("--seed", options.seed, 0),
+        ("--n-resamples", options.n_resamples, 100),
+        ("--max-queries", options.max_queries, 0),
+        ("--top-k", options.top_k, 1),
+    ]
+    for flag, value, minimum in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise EmbedlabError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+
+
+def _load_named(specs: Sequence[str], repo: Path) -> list[list[Run]]:
+    """Each spec's runs (several for a group written with commas)."""
+    named = []
+    for spec in specs:
+        runs = [load_run(resolve_run(member, repo)) for member in split_spec(spec)]
+        named.append(runs)
+    return named
+
+
+def _load_found(known: list[RunSource], repo: Path) -> list[Run]:
+    """Every experiment ``dvc exp show`` lists that is not named already (skipping broken)."""
+    runs = []
+    for found in list_experiments(repo):
+        if any(_same(found, source) for source in known):
+            continue
+        try:
+            runs.append(load_run(found))
+        except EmbedlabError as exc:  # found by --all: skipped
+            log.warning("compare: skipping %s (%s)", found.name, exc)
+        known.append(found)
+    return runs
+
+
+def _number_duplicates(runs: list[Run]) -> None:
+    """Two runs with the same name (two folders called ``run``): number them."""
+    names = [run.name for run in runs]
+    if len(set(names)) == len(names):
+        return
+    for i, run in enumerate(runs):
+        source = run.source
+        run.source = RunSource(
+            source.spec, f"{source.name}#{i + 1}", source.kind, source.root, source.rev
+        )
+
+
+def _groups(specs: Sequence[str], all_runs: bool, repo: Path, stream: TextIO) -> list[RunGroup]:
+    named = _load_named(specs, repo)
+    found = _load_found([r.source for runs in named for r in runs], repo) if all_runs else []
+    _number_duplicates([run for runs in named for run in runs] + found)
+    if not all_runs:
+        return [RunGroup(group_name([r.name for r in runs]), runs) for runs in named]
+    groups, notes = group_by_config([run for runs in named for run in runs] + found)
+    for note in notes:
+        stream.write(f"note: {note}\n")
+    return groups
 
 
 def run_compare(
@@ -57,46 +121,29 @@ def run_compare(
     repo: Path = Path("."),
     stream: TextIO | None = None,
 ) -> Path:
-    """Compare the runs named by ``specs`` (two: a comparison; more or ``all_runs``: a
-    leaderboard); write the outputs into ``out`` and return that folder."""
+    """Compare the runs or groups named by ``specs`` (two: a comparison; more or
+    ``all_runs``: a leaderboard of configurations); write the outputs into ``out`` and
+    return that folder."""
     options = options or CompareOptions()
     stream = stream or sys.stdout
     if not all_runs and len(specs) < 2:
         raise EmbedlabError("compare: name two runs (or more for a leaderboard), or pass --all")
-    if options.n_resamples < 100:
-        raise EmbedlabError(f"--resamples must be >= 100, got {options.n_resamples}")
-    if options.max_queries < 0:
-        raise EmbedlabError(f"--max-queries must be >= 0, got {options.max_queries}")
-    if options.top_k < 1:
-        raise EmbedlabError(f"--top-k must be >= 1, got {options.top_k}")
-    sources = _sources(specs, all_runs, repo)
-    runs: list[Run] = []
-    for number, source in enumerate(sources):
-        try:
-            runs.append(load_run(source))
-        except EmbedlabError as exc:
-            if number < len(specs):  # named by the user: an error; found by --all: skipped
-                raise
-            log.warning("compare: skipping %s (%s)", source.name, exc)
-    leaderboard = all_runs or len(runs) > 2
-    names = [run.name for run in runs]
-    if len(set(names)) < len(names):  # e.g. two folders both called "run": number them
-        names = [f"{name}#{i + 1}" for i, name in enumerate(names)]
-        for run, name in zip(runs, names, strict=True):
-            run.source = RunSource(
-                run.source.spec, name, run.source.kind, run.source.root, run.source.rev
-            )
+    check_options(options)
+    groups = _groups(specs, all_runs, repo, stream)
+    leaderboard = all_runs or len(groups) > 2
+    names = [group.name for group in groups]
     out = Path(out) if out is not None else default_out_dir(names, leaderboard, repo)
     if leaderboard:
-        if not runs:
+        if not groups:
             raise EmbedlabError("compare --all: no run with reports/per_query.csv found")
-        board = write_leaderboard(runs, out, sort, options.n_resamples, options.seed)
+        board = write_leaderboard(groups, out, sort, options.n_resamples, options.seed)
         stream.write(format_leaderboard_table(board) + "\n")
     else:
-        a, b = runs
+        a, b = groups
         report = write_compare(a, b, out, options)
         stream.write(format_compare_table(report) + "\n")
-        if trackers and log_to_trackers(b, report, out):
-            stream.write(f"logged to the tracker runs of {b.name}: {', '.join(b.run_ids)}\n")
+        last_b = b.runs[0] if len(b.runs) == 1 else None  # a group has no one run to log to
+        if trackers and last_b is not None and log_to_trackers(last_b, report, out):
+            stream.write(f"logged to the tracker runs of {b.name}: {', '.join(last_b.run_ids)}\n")
     stream.write(f"page: {out / 'index.html'}\n")
     return out

@@ -1,4 +1,6 @@
-"""Query-by-query differences of two runs: alignment on ``row_id``, fixed and broken queries."""
+"""Query-by-query differences of two runs: alignment on ``row_id``, the metrics that decide
+fixed/broken and their order, and the params that changed (fixed and broken queries of
+groups of seeds: :func:`embedlab.compare.groups.consistent_changes`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ __all__ = [
     "AlignedQueries",
     "align_queries",
     "changed_params",
-    "fixed_and_broken",
+    "fixed_by",
     "order_metric",
 ]
 
@@ -32,10 +34,6 @@ class AlignedQueries:
     metrics: list[str]
     only_a: list[str]
     only_b: list[str]
-
-    @property
-    def row_ids(self) -> np.ndarray:
-        return self.a["row_id"].to_numpy()
 
     def differences(self) -> np.ndarray:
         """``b - a`` per query and metric: ``[n_queries, n_metrics]``."""
@@ -56,7 +54,7 @@ def align_queries(
         >>> a = pd.DataFrame({"row_id": [4, 2], "path": ["x", "y"], "cmc@1": [1.0, 0.0]})
         >>> b = pd.DataFrame({"row_id": [2, 4], "path": ["y", "x"], "cmc@1": [1.0, 1.0]})
         >>> aligned = align_queries(a, b)
-        >>> aligned.row_ids.tolist(), aligned.differences()[:, 0].tolist()
+        >>> aligned.a["row_id"].tolist(), aligned.differences()[:, 0].tolist()
         ([4, 2], [0.0, 1.0])
         >>> try:
         ...     align_queries(a, b.assign(row_id=[2, 5]), "lr-1e-3", "lr-3e-3")
@@ -125,36 +123,6 @@ def fixed_by(metrics: Sequence[str]) -> str:
     if not cmc:
         raise EmbedlabError(f"no cmc@k column to tell fixed from broken queries (got {metrics})")
     return cmc[0]
-
-
-def fixed_and_broken(aligned: AlignedQueries, by: str = "cmc@1", order_by: str = "map@5") -> dict:
-    """Row ids that ``by`` turned from miss to hit (fixed) and from hit to miss (broken).
-
-    Worst regressions first: broken queries by the largest drop of ``order_by``, fixed
-    ones by the largest gain (ties: row id).
-
-    Example:
-        >>> a = pd.DataFrame({"row_id": [1, 2, 3, 4], "cmc@1": [1.0, 1, 0, 0],
-        ...                   "map@5": [1.0, 0.5, 0, 0]})
-        >>> b = a.assign(**{"cmc@1": [0.0, 0, 1, 0], "map@5": [0.5, 0.0, 1, 0.2]})
-        >>> fixed_and_broken(align_queries(a, b))
-        {'fixed': [3], 'broken': [1, 2]}
-    """
-    a, b = aligned.a[by].to_numpy(), aligned.b[by].to_numpy()
-    if order_by not in aligned.metrics:
-        order_by = by
-    change = aligned.b[order_by].to_numpy(float) - aligned.a[order_by].to_numpy(float)
-    ids = aligned.row_ids
-
-    def ordered(mask: np.ndarray, key: np.ndarray) -> list[int]:
-        picked = np.nonzero(mask)[0]
-        order = np.lexsort((ids[picked], key[picked]))  # last key sorts first
-        return [int(i) for i in ids[picked][order]]
-
-    return {
-        "fixed": ordered((a <= 0) & (b > 0), -change),
-        "broken": ordered((a > 0) & (b <= 0), change),
-    }
 
 
 def _shown(value: Any) -> Any:

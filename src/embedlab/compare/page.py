@@ -18,10 +18,20 @@ from typing import Any, Literal
 
 from embedlab.viz.grids import CORRECT_COLOR, QUERY_COLOR, WRONG_COLOR, frame_width
 
-__all__ = ["QueryRows", "Tile", "render_compare_page", "render_leaderboard_page"]
+__all__ = [
+    "SEED_COLOR",
+    "QueryRows",
+    "Tile",
+    "render_compare_page",
+    "render_leaderboard_page",
+    "seed_dots",
+]
 
 TileKind = Literal["query", "relevant", "wrong"]
 CELL = 96
+
+SEED_COLOR = (31, 119, 180)
+"""Fill of each seed's dot next to a group's interval."""
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -56,6 +66,12 @@ figure.t-relevant .frame {{ border-color: {_rgb(CORRECT_COLOR)}; }}
 figure.t-wrong .frame {{ border-color: {_rgb(WRONG_COLOR)}; }}
 .missing {{ font: 10px monospace; color: #777; word-break: break-all; padding: 2px; }}
 code {{ background: #f5f5f5; padding: 0 3px; }}
+svg.seeds {{ vertical-align: middle; }}
+svg.seeds line.interval {{ stroke: #555; stroke-width: 2; }}
+svg.seeds line.mean {{ stroke: #111; stroke-width: 2; }}
+svg.seeds circle.seed {{ fill: {_rgb(SEED_COLOR)}; }}
+svg.seeds text {{ font: 10px monospace; fill: #555; }}
+p.warning {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 6px 10px; }}
 """
 
 
@@ -131,21 +147,85 @@ def _query_section(query: QueryRows, name_a: str, name_b: str) -> str:
     return "\n".join(parts)
 
 
+def seed_dots(
+    rows: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    width: int = 240,
+    scale: tuple[float, float] | None = None,
+) -> str:
+    """An inline SVG: per row (label, each seed's value, the group's 95% interval), the
+    interval as a bar with the mean of the seeds as a tick and each seed as a dot.
+    ``scale`` (low, high) fixes the axis, so that several plots line up.
+    ``scale`` (low, high) fixes the axis, so that several plots line up.
+
+    Example:
+        >>> svg = seed_dots([("a", [0.70, 0.72], [0.69, 0.73]), ("b", [0.75], [0.74, 0.76])])
+        >>> svg.count('class="seed"'), svg.count('class="interval"'), svg.startswith("<svg")
+        (3, 2, True)
+    """
+    values = [v for _, seeds, ci in rows for v in (*seeds, *ci)]
+    lo, hi = scale if scale is not None else (min(values), max(values))
+    pad = (hi - lo) * 0.05 or 0.001
+    lo, hi = lo - pad, hi + pad
+    label_width, row_height = 16, 14
+    span = width - label_width - 4
+
+    def x(value: float) -> float:
+        return label_width + (value - lo) / (hi - lo) * span
+
+    parts = [
+        f'<svg class="seeds" width="{width}" height="{row_height * len(rows) + 2}" '
+        f'viewBox="0 0 {width} {row_height * len(rows) + 2}" role="img">'
+    ]
+    for i, (label, seeds, ci) in enumerate(rows):
+        y = row_height * i + row_height / 2 + 1
+        mean = sum(seeds) / len(seeds)
+        parts.append(f'<text x="0" y="{y + 3:.1f}">{_e(label)}</text>')
+        parts.append(
+            f'<line class="interval" x1="{x(ci[0]):.1f}" x2="{x(ci[1]):.1f}" y1="{y:.1f}" '
+            f'y2="{y:.1f}"><title>95% interval [{ci[0]:.4f}, {ci[1]:.4f}]</title></line>'
+        )
+        parts.append(
+            f'<line class="mean" x1="{x(mean):.1f}" x2="{x(mean):.1f}" y1="{y - 5:.1f}" '
+            f'y2="{y + 5:.1f}"><title>mean {mean:.4f}</title></line>'
+        )
+        parts.extend(
+            f'<circle class="seed" data-value="{v!r}" cx="{x(v):.1f}" cy="{y:.1f}" r="3">'
+            f"<title>{v:.4f}</title></circle>"
+            for v in seeds
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], name_a: str, name_b: str) -> str:
     rows = [
         '<table id="metrics"><tr><th class="text">metric</th>'
         f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>delta</th>"
-        "<th>95% interval</th><th>p-value</th></tr>"
+        '<th>95% interval</th><th>p-value</th><th class="text">verdict</th>'
+        '<th class="text">seeds (dots) and 95% interval of each side</th></tr>'
     ]
     for name, m in metrics.items():
         lo, hi = m["ci95"]
-        verdict = "better" if lo > 0 else "worse" if hi < 0 else ""
+        verdict = m.get("verdict") or ("better" if lo > 0 else "worse" if hi < 0 else "")
+        css = verdict if verdict in ("better", "worse") else ""
+        spread = m.get("spread", {})
+        cells = []
+        for side in ("a", "b"):
+            text = _number(m[side])
+            if len(m.get("per_seed", {}).get(side, [])) > 1:
+                text += f' <span class="note">(sd {_number(spread.get(side))})</span>'
+            cells.append(f"<td>{text}</td>")
+        dots = ""
+        if "per_seed" in m and "level_ci95" in m:
+            dots = seed_dots(
+                [(s.upper(), m["per_seed"][s], m["level_ci95"][s]) for s in ("a", "b")]
+            )
         rows.append(
-            f'<tr data-metric="{_e(name)}"><td class="text">{_e(name)}</td>'
-            f"<td>{_number(m['a'])}</td><td>{_number(m['b'])}</td>"
-            f'<td class="{verdict}">{_number(m["delta"], signed=True)}</td>'
+            f'<tr data-metric="{_e(name)}"><td class="text">{_e(name)}</td>{"".join(cells)}'
+            f'<td class="{css}">{_number(m["delta"], signed=True)}</td>'
             f"<td>[{_number(lo, True)}, {_number(hi, True)}]</td>"
-            f"<td>{_p_value(m['p_value'])}</td></tr>"
+            f'<td>{_p_value(m["p_value"])}</td><td class="text verdict">{_e(verdict)}</td>'
+            f'<td class="text">{dots}</td></tr>'
         )
     rows.append("</table>")
     return "\n".join(rows)
@@ -177,6 +257,48 @@ def _document(title: str, body: Sequence[str]) -> str:
     )
 
 
+def _has_groups(report: Mapping[str, Any]) -> bool:
+    groups = report.get("groups", {})
+    return any(len(groups.get(s, {}).get("members", [])) > 1 for s in ("a", "b"))
+
+
+def _describe_sides(report: Mapping[str, Any]) -> str:
+    """``A = <spec> (kind, commit)`` per side; the members for a group of seeds."""
+    groups = report.get("groups", {})
+    parts = []
+    for key, run in report.get("runs", {}).items():
+        members = groups.get(key, {}).get("members", [])
+        if len(members) > 1:
+            seeds = groups[key].get("seeds", [])
+            listed = ", ".join(
+                f"<code>{_e(m)}</code> (seed {_e(s)})" for m, s in zip(members, seeds, strict=False)
+            )
+            parts.append(f"{key.upper()} = {len(members)} runs: {listed}")
+            continue
+        parts.append(
+            f"{key.upper()} = <code>{_e(run.get('spec', ''))}</code> ({_e(run.get('kind', ''))}"
+            + (f", {_e(str(run['rev'])[:10])}" if run.get("rev") else "")
+            + ")"
+        )
+    return " &middot; ".join(parts)
+
+
+def _method(report: Mapping[str, Any]) -> str:
+    """How the intervals and p-values were computed, and with which seed."""
+    seed = f'seed <span id="seed">{_e(report["seed"])}</span>'
+    resamples = f"{_e(report['n_resamples'])} resamples"
+    if report.get("training_variance"):
+        paired = "paired" if report.get("paired", True) else "not paired (different queries)"
+        return (
+            f"{_e(report['n_queries'])} queries, {paired}. Intervals and p-values count "
+            f"training variance: {_e(report['test'])}; {resamples}, {seed}."
+        )
+    return (
+        f"{_e(report['n_queries'])} queries, matched on row_id. Intervals: paired bootstrap "
+        f"over queries, {resamples}, {seed}. p-values: {_e(report['test'])}."
+    )
+
+
 def render_compare_page(
     report: Mapping[str, Any],
     sections: Mapping[str, Sequence[QueryRows]],
@@ -199,19 +321,11 @@ def render_compare_page(
         True
     """
     name_a, name_b = str(report["a"]), str(report["b"])
-    runs = report.get("runs", {})
-    described = " &middot; ".join(
-        f"{key.upper()} = <code>{_e(run.get('spec', ''))}</code> ({_e(run.get('kind', ''))}"
-        + (f", {_e(str(run['rev'])[:10])}" if run.get("rev") else "")
-        + ")"
-        for key, run in runs.items()
-    )
     body = [
         f"<h1>{_e(name_a)} &rarr; {_e(name_b)}</h1>",
-        f'<p class="meta">{described}</p>',
-        f'<p class="meta">{_e(report["n_queries"])} queries, matched on row_id. Intervals: '
-        f"paired bootstrap over queries, {_e(report['n_resamples'])} resamples, seed "
-        f'<span id="seed">{_e(report["seed"])}</span>. p-values: {_e(report["test"])}.</p>',
+        f'<p class="meta">{_describe_sides(report)}</p>',
+        f'<p class="meta">{_method(report)}</p>',
+        *(f'<p class="warning note-line">{_e(note)}</p>' for note in report.get("notes", [])),
         "<h2>Metrics</h2>",
         _metrics_table(report["metrics"], name_a, name_b),
         "<h2>Params that changed</h2>",
@@ -221,9 +335,10 @@ def render_compare_page(
         ),
     ]
     by, order_by = _e(report["fixed_by"]), _e(report["order_by"])
+    every = " in every seed" if _has_groups(report) else ""
     headings = {
-        "broken": f"Broken: {by} 1 &rarr; 0 (largest drop of {order_by} first)",
-        "fixed": f"Fixed: {by} 0 &rarr; 1 (largest gain of {order_by} first)",
+        "broken": f"Broken: {by} 1 &rarr; 0{every} (largest drop of {order_by} first)",
+        "fixed": f"Fixed: {by} 0 &rarr; 1{every} (largest gain of {order_by} first)",
     }
     for key in ("broken", "fixed"):
         shown = sections.get(key, [])
@@ -243,13 +358,52 @@ def render_compare_page(
     return _document(f"embedlab compare: {name_a} vs {name_b}", body)
 
 
+def _board_cell(value: Mapping[str, Any] | None, scale: tuple[float, float] | None) -> str:
+    if not value:
+        return "-"
+    text = f"{value['mean']:.4f} [{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]"
+    if scale is not None and value.get("per_seed"):
+        text += "<br>" + seed_dots([("", value["per_seed"], value["ci95"])], 200, scale)
+    return text
+
+
+def _scale(board: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    """One axis for every row's dots of ``metric``: all seeds and intervals fit."""
+    values = [
+        v
+        for run in board["runs"]
+        if metric in run["metrics"]
+        for v in (*run["metrics"][metric].get("per_seed", []), *run["metrics"][metric]["ci95"])
+    ]
+    return (min(values), max(values)) if values else None
+
+
+def _versus_best(run: Mapping[str, Any], rank: int) -> str:
+    versus = run.get("vs_best")
+    if versus is None:
+        return "<td>-</td>"
+    if rank == 1:
+        return '<td class="text tied">best</td>'
+    if versus["tied_with_best"]:
+        return (
+            f'<td class="text tied">cannot be told apart ({_number(versus["delta"], True)}, '
+            f"p {_p_value(versus['p_value'])})</td>"
+        )
+    lo, hi = versus["ci95"]
+    return (
+        f'<td class="text worse">{_number(versus["delta"], True)} '
+        f"[{_number(lo, True)}, {_number(hi, True)}]</td>"
+    )
+
+
 def render_leaderboard_page(board: Mapping[str, Any]) -> str:
-    """The leaderboard page of ``board`` (the ``leaderboard.json`` content).
+    """The leaderboard page of ``board`` (the ``leaderboard.json`` content): one row per
+    configuration, each seed of the sort metric a dot next to the group's interval.
 
     Example:
         >>> board = {"sort": "cmc@1", "seed": 0, "n_resamples": 10, "metrics": ["cmc@1"],
         ...          "params_changed": ["train.lr"], "runs": [{"name": "<b>", "kind": "folder",
-        ...          "n_queries": 3, "params": {"train.lr": 0.1},
+        ...          "n_queries": 3, "n_seeds": 1, "params": {"train.lr": 0.1},
         ...          "metrics": {"cmc@1": {"mean": 0.5, "ci95": [0.1, 0.9]}}}]}
         >>> "&lt;b&gt;" in render_leaderboard_page(board)
         True
@@ -260,30 +414,37 @@ def render_leaderboard_page(board: Mapping[str, Any]) -> str:
         f'<th class="{"sortkey" if m == sort else ""}">{_e(m)} [95%]</th>' for m in metrics
     )
     rows = [
-        '<table id="leaderboard"><tr><th>#</th><th class="text">run</th>'
-        f'<th class="text">kind</th><th>queries</th>{header}</tr>'
+        '<table id="leaderboard"><tr><th>#</th><th class="text">configuration</th>'
+        f'<th class="text">kind</th><th>seeds</th><th>queries</th>{header}'
+        f'<th class="text">vs best ({_e(sort)})</th></tr>'
     ]
+    scale = _scale(board, sort)
     for rank, run in enumerate(board["runs"], start=1):
         cells = "".join(f'<td class="text">{_e(run["params"].get(k, ""))}</td>' for k in keys)
         for m in metrics:
-            value = run["metrics"].get(m)
-            text = (
-                f"{value['mean']:.4f} [{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]"
-                if value
-                else "-"
-            )
+            text = _board_cell(run["metrics"].get(m), scale if m == sort else None)
             cells += f'<td class="{"sortkey" if m == sort else ""}">{text}</td>'
         rows.append(
             f'<tr data-run="{_e(run["name"])}"><td>{rank}</td><td class="text">{_e(run["name"])}'
-            f'</td><td class="text">{_e(run["kind"])}</td><td>{_e(run["n_queries"])}</td>'
-            f"{cells}</tr>"
+            f'</td><td class="text">{_e(run["kind"])}</td><td>{_e(run.get("n_seeds", 1))}</td>'
+            f"<td>{_e(run['n_queries'])}</td>{cells}{_versus_best(run, rank)}</tr>"
         )
     rows.append("</table>")
+    if board.get("training_variance"):
+        method = (
+            "Intervals: two-level bootstrap over each configuration's seeds, then its queries, "
+            "Student's t with the degrees of freedom of the seed level (n seeds - 1) and the "
+            "query level combined (query noise only for one seed)"
+        )
+    else:
+        method = "Intervals: bootstrap of each run's mean over its queries"
     body = [
-        f"<h1>Leaderboard: {len(board['runs'])} runs by {_e(sort)}</h1>",
-        f'<p class="meta">Intervals: bootstrap of each run\'s mean over its queries, '
-        f"{_e(board['n_resamples'])} resamples, seed {_e(board['seed'])}. "
-        "Columns left of the metrics: the params that differ between the runs.</p>",
+        f"<h1>Leaderboard: {len(board['runs'])} configurations by {_e(sort)}</h1>",
+        f'<p class="meta">{method}, {_e(board["n_resamples"])} resamples, seed '
+        f"{_e(board['seed'])}. Columns left of the metrics: the params that differ between "
+        "the configurations (runs differing only in seed are one configuration). Dots: each "
+        "seed's value; bar: the 95% interval; tick: the mean.</p>",
+        *(f'<p class="warning note-line">{_e(note)}</p>' for note in board.get("notes", [])),
         *rows,
     ]
     return _document(f"embedlab leaderboard by {sort}", body)
