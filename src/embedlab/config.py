@@ -148,8 +148,9 @@ class PrepareParams(_Section):
     """``csv`` only: folder that relative paths in the CSV are relative to (default: its folder)."""
     val_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """``imagefolder``: share of the classes held out for validation (open-set split)."""
-    split_seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    """``imagefolder``: seed of the class split; null means the top-level ``seed``."""
+    split_seed: int | None = Field(0, ge=0, le=MAX_SEED)
+    """Seed of the data split and subsets (fixed, so that runs differing only in ``seed``
+    share their data and validation queries); null means the top-level ``seed``."""
     image_check: Literal["exists", "header", "decode"] = "header"
     """How prepare checks each image: it exists; its header parses and the file is not
     truncated (fast, the default); or it fully decodes (slow, thorough)."""

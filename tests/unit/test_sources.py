@@ -80,15 +80,26 @@ def test_imagefolder_splits_open_set_by_class_with_a_seed(tmp_path: Path) -> Non
     assert len({frozenset(v) for v in held.values()}) > 1  # the seed matters
 
 
-def test_imagefolder_split_seed_defaults_to_the_global_seed(workdir: Path) -> None:
+def test_imagefolder_split_seed_null_follows_the_global_seed(workdir: Path) -> None:
     _imagefolder(workdir / "in")
     splits = []
     for seed in (0, 0, 1, 2):
-        params = parse_params({"seed": seed, "prepare": {"source": "imagefolder", "root": "in"}})
+        prepare = {"source": "imagefolder", "root": "in", "split_seed": None}
+        params = parse_params({"seed": seed, "prepare": prepare})
         df = load_manifest(run_prepare(params, workdir)).df
         splits.append(frozenset(df.loc[df["split"] == "validation", "class_name"]))
     assert splits[0] == splits[1]
     assert len(set(splits)) > 1
+
+
+def test_replicates_share_the_split_by_default(workdir: Path) -> None:
+    _imagefolder(workdir / "in")
+    splits = set()
+    for seed in (0, 1, 2):
+        params = parse_params({"seed": seed, "prepare": {"source": "imagefolder", "root": "in"}})
+        df = load_manifest(run_prepare(params, workdir)).df
+        splits.add(frozenset(df.loc[df["split"] == "validation", "class_name"]))
+    assert len(splits) == 1  # split_seed 0: runs differing only in seed are replicates
 
 
 def test_imagefolder_needs_two_class_folders(tmp_path: Path) -> None:
