@@ -14,7 +14,7 @@ both.
 
 Rounds alternate, and so does who goes first in a round (bare then pipeline, pipeline
 then bare, ...), so both see the same machine load and neither always runs on a warm
-allocator. Two figures:
+allocator. Three figures:
 
 - ``epoch ratio`` (the headline): the median wall time of a whole epoch, every step
   included, and for the pipeline everything Lightning does around them (the epoch-end
@@ -26,9 +26,10 @@ allocator. Two figures:
   (``epoch end``: the pipeline's last step + checkpoint, against the bare last step).
 
 Validation is not timed (it is not a training step; ``bench_metrics`` and
-``bench_embed`` time it). The figures are medians of a 2-core machine shared with other
-jobs unless it is quiet: a ratio within a few per cent of 1 is noise, and one below 1 is
-not a pipeline faster than the work it contains.
+``bench_embed`` time it). On a 2-core machine shared with other jobs wall times swing
+with the load, even medians: a wall ratio within several per cent of 1 is noise, and one
+below 1 (this script once printed 0.954 for steps alone) is not a pipeline faster than
+the work it contains; read the CPU ratio there.
 
     .venv/bin/python tests/benchmarks/bench_train.py [--epochs 3] [--rounds 4] [--threads N]
 
