@@ -140,16 +140,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     batches = make_batches(args.steps + WARMUP)
     times: dict[str, list[float]] = {"none": [], "all five": []}
+    cpu = {"none": 0.0, "all five": 0.0}  # CPU seconds of this process (all its threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         params = bench_params(ALL)
         for _ in range(args.rounds):
+            started_cpu = time.process_time()
             times["none"] += train_once(batches, bench_params([]), TrackerHub([]), root)
+            cpu["none"] += time.process_time() - started_cpu
             hub = open_trackers(params, root, stage="train")
             if hub.failed:
                 raise SystemExit(f"a tracker failed to start: {hub.failed}")
             try:
+                started_cpu = time.process_time()
                 times["all five"] += train_once(batches, params, hub, root)
+                cpu["all five"] += time.process_time() - started_cpu
             finally:
                 started = time.perf_counter()
                 hub.finish()
@@ -162,6 +167,11 @@ def main() -> None:
     print(f"median step, no tracker:        {none * 1000:8.1f} ms")
     print(f"median step, all five trackers: {full * 1000:8.1f} ms  ({', '.join(ALL)})")
     print(f"ratio: {full / none:.3f}  (target <= 1.10)")
+    print(
+        f"CPU seconds of the fits: {cpu['none']:.1f} without, {cpu['all five']:.1f} with "
+        f"(ratio {cpu['all five'] / cpu['none']:.3f}; W&B's service process not counted), "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
     print(f"finish (flush + close, last round): {finish_s:.1f} s")
 
 
