@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install data repro test test-fast lint format bench clean
+.PHONY: install data repro test test-fast lint format bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ format: install
 	$(BIN)/ruff check --fix src pipeline tests
 	$(BIN)/ruff format src pipeline tests
 
-bench: install  ## print the speed/memory benchmark figures
-	for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+bench: install  ## print the speed/memory benchmark figures (CPU; bench-gpu on a CUDA machine)
+	for f in tests/benchmarks/bench_*.py; do \
+	  [ $$f = tests/benchmarks/bench_gpu.py ] && continue; \
+	  echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+bench-gpu: install  ## images per second on a CUDA device (stops with one line without one)
+	$(BIN)/python tests/benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) logs mlflow.db mlruns wandb .neptune dvclive

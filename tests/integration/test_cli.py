@@ -104,7 +104,8 @@ def test_search_writes_the_grid(in_repo: Path, capsys: pytest.CaptureFixture[str
         ),
         (
             ["compare", ".", ".", "--resamples", "ten"],
-            "error: embedlab compare: argument --n-resamples/--resamples: must be an integer >= 100, got 'ten'",
+            "error: embedlab compare: argument --n-resamples/--resamples: must be an integer "
+            ">= 100, got 'ten'",
         ),
         (["compare", ".", ".", "--top-k", "0"], "error: embedlab compare: argument --top-k"),
         (

@@ -52,6 +52,13 @@ def test_reductions() -> None:
     assert summed.item() == pytest.approx(1.2)
     per_triplet = TripletLossWithMiner(margin=0.1, reduction="none")(feats, LINE_LABELS)
     assert per_triplet.tolist() == pytest.approx([0, 0, 0, 0, 0.1, 1.1, 0, 0])
+    nonzero = TripletLossWithMiner(margin=0.1, reduction="mean_nonzero")(feats, LINE_LABELS)
+    assert nonzero.item() == pytest.approx(1.2 / 2)  # the two active triplets only
+    separated = torch.tensor([[0.0], [0.1], [5.0], [5.1]], requires_grad=True)
+    inactive = TripletLossWithMiner(margin=0.1, reduction="mean_nonzero")(separated, LINE_LABELS)
+    assert inactive.item() == 0.0  # no active triplet: 0, not 0/0
+    inactive.backward()
+    assert torch.equal(separated.grad, torch.zeros(4, 1))
 
 
 def test_hard_miner_loss_and_logs() -> None:
@@ -64,7 +71,7 @@ def test_hard_miner_loss_and_logs() -> None:
     )
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "mean_nonzero", "sum", "none"])
 def test_batch_without_triplets_gives_connected_zero(reduction: str) -> None:
     criterion = TripletLossWithMiner(reduction=reduction, need_logs=True)  # type: ignore[arg-type]
     feats = torch.randn(3, 4, requires_grad=True)
@@ -114,5 +121,5 @@ def test_defaults_match_the_seed() -> None:
 def test_bad_arguments_are_one_line_errors() -> None:
     with pytest.raises(EmbedlabError, match="margin must be >= 0"):
         TripletLossWithMiner(margin=-0.5)
-    with pytest.raises(EmbedlabError, match="reduction must be one of mean, sum, none"):
+    with pytest.raises(EmbedlabError, match="must be one of mean, mean_nonzero, sum, none"):
         TripletLossWithMiner(reduction="max")  # type: ignore[arg-type]

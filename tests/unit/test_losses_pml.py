@@ -1,4 +1,4 @@
-"""Every new loss and miner against pytorch-metric-learning 2.9 (the oracle, test-only).
+"""Every loss and miner against pytorch-metric-learning 2.9 (the oracle, test-only).
 
 Same L2-normalised random batches, several seeds: the loss value and the gradients (with
 respect to the embeddings, and to the class weights copied between the two) agree within
@@ -22,8 +22,9 @@ from embedlab.losses import (
     ProxyAnchorLoss,
     SubCenterArcFaceLoss,
     SupConLoss,
+    TripletLossWithMiner,
 )
-from embedlab.miners import HardTripletsMiner, MultiSimilarityMiner
+from embedlab.miners import AllTripletsMiner, HardTripletsMiner, MultiSimilarityMiner
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
@@ -103,6 +104,43 @@ def test_pair_loss_on_triplets_converts_them_like_pml(name: str) -> None:
     want = value_and_grads(theirs()(emb, labels, triplets), emb)
     got = value_and_grads(ours(miner=HardTripletsMiner())(emb, labels), emb)
     assert_same(got, want, 1e-10)
+
+
+def pml_triplet(reduction: str, margin: float) -> Callable:
+    """PML's TripletMarginLoss with the reducer our ``reduction`` names."""
+    reducers = pytest.importorskip("pytorch_metric_learning.reducers")
+    reducer = reducers.MeanReducer() if reduction == "mean" else reducers.AvgNonZeroReducer()
+    return pml_losses.TripletMarginLoss(margin=margin, reducer=reducer)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("margin", [0.05, 0.2, 1.5])
+@pytest.mark.parametrize("reduction", ["mean", "mean_nonzero"])
+def test_triplet_loss_equals_pml_with_the_reducer_of_its_reduction(
+    reduction: str, margin: float, seed: int, dtype: torch.dtype
+) -> None:
+    """``mean`` (the pipeline's, OML's) is PML with ``MeanReducer``; ``mean_nonzero`` is PML's
+    default ``AvgNonZeroReducer``; both on every triplet and on batch-hard ones. PML
+    normalises inside its distance, the pipeline's model before the loss (the leaf here is
+    not normalised, so the gradients go through the normalisation on both sides)."""
+    emb, labels = batch(seed, dtype)
+    raw = (emb.detach() * 3.0).requires_grad_(True)
+    for miner in (AllTripletsMiner(), HardTripletsMiner()):
+        ours = TripletLossWithMiner(margin, miner=miner, reduction=reduction)
+        got = value_and_grads(ours(F.normalize(raw, dim=1), labels), raw)
+        triplets = miner.sample(emb.detach(), labels)
+        want = value_and_grads(pml_triplet(reduction, margin)(raw, labels, triplets), raw)
+        assert_same(got, want, DTYPES[dtype])
+
+
+def test_the_two_triplet_reductions_differ_when_some_triplets_are_inactive() -> None:
+    emb, labels = batch(0, torch.float64)
+    mean = TripletLossWithMiner(0.2, reduction="mean")(emb, labels)
+    nonzero = TripletLossWithMiner(0.2, reduction="mean_nonzero")(emb, labels)
+    pml_default = pml_losses.TripletMarginLoss(margin=0.2)(emb, labels)
+    torch.testing.assert_close(nonzero, pml_default)
+    assert mean < nonzero  # the inactive triplets count as zeros in the mean
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from embedlab.errors import EmbedlabError
 from embedlab.metrics import EmbeddingMetrics
@@ -99,12 +100,51 @@ def test_grid_size_and_frame_colours_at_known_positions() -> None:
     assert frame_pixel(grid, 1, 2, 5) == BACKGROUND_COLOR  # shorter row: nothing drawn
 
 
-def test_distance_caption_is_printed_under_each_retrieved_tile() -> None:
-    row = GridRow(load_image(0), [load_image(1)], [0.123], [True])
-    grid = draw_retrieval_grid([row], cell=64)
-    left, _, right, bottom = tile_box(0, 1, 1, cell=64)
-    caption = grid.crop((left, bottom, right, bottom + CAPTION_HEIGHT))
-    assert any(pixel != BACKGROUND_COLOR for pixel in caption.getdata())
+def ink(image: Image.Image) -> np.ndarray:
+    """The text pixels of a caption (far from the background), cropped to their bounding box."""
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    mask = np.abs(pixels - np.array(BACKGROUND_COLOR)).sum(axis=-1) > 200
+    rows, columns = np.nonzero(mask)
+    assert rows.size, "no text drawn"
+    return mask[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+
+
+def rendered(text: str) -> np.ndarray:
+    """``text`` as PIL's default font draws it on its own: what a reader would see."""
+    canvas = Image.new("RGB", (240, 40), BACKGROUND_COLOR)
+    ImageDraw.Draw(canvas).text((10, 10), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    return ink(canvas)
+
+
+def differing_pixels(caption: np.ndarray, text: str) -> int:
+    """How many text pixels differ from ``text`` drawn alone (all of them if sizes differ)."""
+    expected = rendered(text)
+    if caption.shape != expected.shape:
+        return max(caption.size, expected.size)
+    return int((caption != expected).sum())
+
+
+@pytest.mark.parametrize("cell", [64, 97])  # an odd cell: half-pixel text placement
+def test_each_caption_reads_as_its_distance(cell: int) -> None:
+    """The text under every tile is its distance with 3 decimals (``GT`` for missed ones):
+    the caption's ink is the string drawn on its own (up to a pixel or two of sub-pixel
+    placement), and far from a string one digit off."""
+    row = GridRow(
+        load_image(0),
+        [load_image(1), load_image(2)],
+        [0.123, 7.5],
+        [True, False],
+        missed=[load_image(3)],
+        missed_distances=[1.25],
+    )
+    grid = draw_retrieval_grid([row], cell=cell)
+    expected = {0: "query", 1: "0.123", 2: "7.500", 3: "GT 1.250"}
+    wrong = {0: "quety", 1: "0.128", 2: "7.600", 3: "GT 1.260"}
+    for column, text in expected.items():
+        left, _, right, bottom = tile_box(0, column, 2, cell=cell)
+        caption = ink(grid.crop((left, bottom, right, bottom + CAPTION_HEIGHT)))
+        assert differing_pixels(caption, text) <= 2, text
+        assert differing_pixels(caption, wrong[column]) >= 6, wrong[column]
 
 
 def test_grid_rejects_inconsistent_rows_and_empty_input() -> None:

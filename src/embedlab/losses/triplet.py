@@ -13,8 +13,8 @@ from embedlab.miners.pml import miner_logs
 from embedlab.miners.triplets import AllTripletsMiner, Miner
 from embedlab.retrieval.distance import pairwise_dist
 
-Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
+Reduction = Literal["mean", "mean_nonzero", "sum", "none"]
+_REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
 
 
 class TripletLossWithMiner(nn.Module):
@@ -36,7 +36,10 @@ class TripletLossWithMiner(nn.Module):
     Args:
         margin: hinge margin (``>= 0``), or ``None`` for the soft margin.
         miner: triplet miner; defaults to ``AllTripletsMiner()``.
-        reduction: ``"mean"`` or ``"sum"`` over triplets, or ``"none"`` for per-triplet values.
+        reduction: ``"mean"``: over all mined triplets (OML's ``TripletLossWithMiner``);
+            ``"mean_nonzero"``: over the triplets with a positive loss, 0 when none is
+            (pytorch-metric-learning's ``TripletMarginLoss`` with its default
+            ``AvgNonZeroReducer``); ``"sum"``; or ``"none"`` for per-triplet values.
         need_logs: whether to compute ``last_logs`` (costs a device sync per call).
 
     Example:
@@ -48,6 +51,13 @@ class TripletLossWithMiner(nn.Module):
         >>> loss.backward()
         >>> criterion.last_logs
         {'pos_dist': 2.0, 'neg_dist': 4.0, 'active_tri': 0.25, 'n_triplets': 8.0}
+
+        Two of the eight triplets are active (losses 0.1 and 1.1): PML's reduction averages
+        those two only.
+
+        >>> nonzero = TripletLossWithMiner(margin=0.1, reduction="mean_nonzero")
+        >>> round(nonzero(feats, torch.tensor([0, 0, 1, 1])).item(), 4)
+        0.6
     """
 
     def __init__(
@@ -96,6 +106,9 @@ class TripletLossWithMiner(nn.Module):
                 }
         if self.reduction == "mean":
             return per_triplet.mean()
+        if self.reduction == "mean_nonzero":
+            active = per_triplet > 0  # no .item(): no device sync
+            return (per_triplet * active).sum() / active.sum().clamp(min=1)
         if self.reduction == "sum":
             return per_triplet.sum()
         return per_triplet
