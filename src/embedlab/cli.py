@@ -178,11 +178,22 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ONNX: use the torch.export-based exporter (needs onnxscript)",
     )
+    parser.add_argument(
+        "--reranker",
+        action="store_true",
+        help="export the pairwise re-ranker (<models>/reranker/) as ONNX instead",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from embedlab.models.export import export_extractor
+    from embedlab.models.export import export_extractor, export_reranker
 
+    if args.reranker:
+        if args.fmt != "onnx":
+            raise EmbedlabError("export --reranker: only --format onnx is supported")
+        path = export_reranker(args.models, args.out)
+        sys.stdout.write(f"exported onnx re-ranker to {path}\n")
+        return 0
     path = export_extractor(args.models, args.fmt, args.out, dynamo=args.dynamo)
     sys.stdout.write(f"exported {args.fmt} extractor to {path}\n")
     return 0

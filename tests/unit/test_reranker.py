@@ -63,6 +63,7 @@ def test_mined_pairs_are_positives_of_the_top_n_and_the_hardest_negatives() -> N
     assert int(pairs.different[pairs.anchors == 2].sum()) == 1
 
 
+@pytest.mark.slow  # trains a small re-ranker (about 17 s on one loaded CPU thread)
 def test_trained_reranker_fixes_a_planted_misranking(trained: PairwiseModel) -> None:
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     images = coloured_images(labels, seed=7)  # unseen images of the same task
