@@ -54,7 +54,8 @@ def test_mined_pairs_are_positives_of_the_top_n_and_the_hardest_negatives() -> N
     x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [5.0]])
     labels = torch.tensor([0, 1, 0, 0, 0])
     pairs = mine_neighbour_pairs(x, labels, top_n=2, hard_negatives=1)
-    rows = set(zip(pairs.anchors.tolist(), pairs.others.tolist(), pairs.different.tolist()))
+    triples = (pairs.anchors.tolist(), pairs.others.tolist(), pairs.different.tolist())
+    rows = set(zip(*triples, strict=True))
     # item 0: neighbours 1 (neg), 2 (pos) in the top 2; item 4 (pos) is far: not a pair
     assert (0, 2, False) in rows and (0, 1, True) in rows and (0, 3, False) not in rows
     assert (0, 4, False) not in rows
@@ -130,6 +131,7 @@ def test_validate_refuses_a_reranker_of_another_extractor(tmp_path: Path) -> Non
     (tmp_path / MODELS_DIR / "extractor.safetensors").write_bytes(b"the extractor in use")
     save_reranker(small_model(hidden=8), tmp_path / RERANKER_DIR, extractor_sha256="c" * 64)
     params = parse_params({"rerank": {"enabled": True}})
-    with pytest.raises(EmbedlabError, match="another extractor.*dvc repro rerank"):
+    with pytest.raises(EmbedlabError, match=r"another extractor.*dvc repro rerank"):
         validation_reranker(params, tmp_path, dataset=None)  # type: ignore[arg-type]
-    assert validation_reranker(parse_params({}), tmp_path, dataset=None) is None  # type: ignore[arg-type]
+    off = parse_params({})
+    assert validation_reranker(off, tmp_path, dataset=None) is None  # type: ignore[arg-type]
