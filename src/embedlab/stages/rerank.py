@@ -77,7 +77,7 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     assert embeddings is not None  # one process
     pairs = mine_neighbour_pairs(
         torch.from_numpy(embeddings),
-        torch.from_numpy(dataset.labels),
+        torch.tensor(dataset.labels),
         cfg.top_n,
         cfg.hard_negatives,
         metric=params.validate.distance,
