@@ -23,7 +23,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.models.pairwise import PairwiseModel
 from embedlab.retrieval.results import RetrievalResults
 
-__all__ = ["ImageBatch", "PairwiseReranker", "dataset_images"]
+__all__ = ["ImageBatch", "PairwiseReranker", "dataset_images", "rerank_top_n"]
 
 ImageBatch = Callable[[Tensor], Tensor]
 """Positions of the query/gallery items -> their preprocessed images ``[B, 3, H, W]``."""
@@ -129,22 +129,43 @@ class PairwiseReranker:
 
     def __call__(self, results: RetrievalResults) -> RetrievalResults:
         n = min(self.top_n, results.width)
-        distances, retrieved = results.distances, results.retrieved
-        scores = self.pair_distances(results, n)
-        order = torch.sort(scores, dim=1, stable=True).indices  # ties keep the old order
-        head = torch.gather(retrieved[:, :n], 1, order)
-        sorted_scores = torch.gather(scores, 1, order)
-        found = head >= 0
-        finite_head = torch.where(found, distances[:, :n], -torch.inf)
-        upper = finite_head.max(dim=1).values
-        if results.width > n:  # the (N+1)-th distance, where there is one
-            after = distances[:, n]
-            upper = torch.where(torch.isfinite(after), after, upper)
-        lower = distances[:, 0]
-        band = lower[:, None] + (upper - lower)[:, None] * sorted_scores.clamp(0.0, 1.0)
-        band = torch.minimum(band, upper[:, None])
-        new_head = torch.where(found, band, torch.inf)
-        return results.with_ranking(
-            torch.cat([new_head, distances[:, n:]], dim=1).to(distances.dtype),
-            torch.cat([head, retrieved[:, n:]], dim=1),
+        distances, retrieved = rerank_top_n(
+            results.distances, results.retrieved, self.pair_distances(results, n)
         )
+        return results.with_ranking(distances, retrieved)
+
+
+def rerank_top_n(distances: Tensor, retrieved: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Re-order the first ``n = scores.shape[1]`` columns of each row by ``scores``.
+
+    Args:
+        distances: ``[Q, K]`` ascending per row (``inf``: padding), ``K >= n``.
+        retrieved: ``[Q, K]`` item positions (``-1``: padding).
+        scores: ``[Q, n]`` the pairwise distances in ``[0, 1]`` (``inf`` where padding).
+
+    Returns:
+        ``(distances, retrieved)``: columns past ``n`` unchanged; the first ``n`` sorted
+        by score (ties keep their order), with distances ``d_1 + (d_{n+1} - d_1) * score``
+        (``d_{n+1}``: the largest of the first n when there is no (n+1)-th), so rows stay
+        sorted.
+
+    Example:
+        >>> d = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> r = torch.tensor([[7, 8, 9, 5]])
+        >>> rerank_top_n(d, r, torch.tensor([[0.9, 0.5, 0.1]]))
+        (tensor([[1.3000, 2.5000, 3.7000, 4.0000]]), tensor([[9, 8, 7, 5]]))
+    """
+    n = scores.shape[1]
+    order = torch.sort(scores, dim=1, stable=True).indices  # ties keep the old order
+    head = torch.gather(retrieved[:, :n], 1, order)
+    sorted_scores = torch.gather(scores, 1, order)
+    found = head >= 0
+    upper = torch.where(found, distances[:, :n], -torch.inf).max(dim=1).values
+    if distances.shape[1] > n:  # the (N+1)-th distance, where there is one
+        after = distances[:, n]
+        upper = torch.where(torch.isfinite(after), after, upper)
+    lower = distances[:, 0]
+    band = lower[:, None] + (upper - lower)[:, None] * sorted_scores.clamp(0.0, 1.0)
+    band = torch.minimum(band, upper[:, None])
+    new_head = torch.where(found, band, torch.inf).to(distances.dtype)
+    return torch.cat([new_head, distances[:, n:]], dim=1), torch.cat([head, retrieved[:, n:]], 1)
