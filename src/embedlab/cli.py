@@ -39,6 +39,13 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="query images or folders of them")
     parser.add_argument("-k", "--top-k", type=int, default=5, help="neighbours per query (5)")
     parser.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-order each query's first N with the pairwise re-ranker (models/reranker/; 0: off)",
+    )
+    parser.add_argument(
         "--gallery",
         choices=GALLERY_CHOICES,
         default="all",
@@ -113,7 +120,7 @@ def _run_search(args: argparse.Namespace) -> int:
         args.embeddings, gallery=args.gallery, model_dir=args.models, index=args.index
     )
     result = searcher.search(
-        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self
+        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self, rerank=args.rerank
     )
     for number in range(len(queries)):
         if number:
