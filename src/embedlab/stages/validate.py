@@ -207,6 +207,23 @@ def write_reranked_run(
     write_json(root / RERANKED_RUN / "reranked.json", facts)
 
 
+def rerank_if_enabled(
+    params: Params, root: Path, metric: EmbeddingMetrics, dataset: DatasetQueryGallery
+) -> tuple[MetricTable, tuple[str, ...]]:
+    """With ``rerank.enabled``: the table with the re-ranked metrics beside the plain ones
+    and the step's name; else the plain table and no step. Writes ``reports/reranked/``."""
+    reranker = validation_reranker(params, root, dataset)
+    if reranker is None:
+        write_reranked_run(root, dataset, None, metric.options.top_k)
+        return metric.table, ()
+    started = time.perf_counter()
+    table, reranked_table, reranked = rerank_validation(metric, reranker)
+    seconds = time.perf_counter() - started
+    write_reranked_run(root, dataset, (reranked_table, reranked, seconds), metric.options.top_k)
+    log.info("validate re-ranked (top %d): %s", reranker.top_n, reranked_table.flat(OVERALL))
+    return table, (reranker.name,)
+
+
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Write ``reports/metrics*.json`` (:func:`metric_reports`),
     ``reports/per_query.csv``, ``reports/topk.csv``, ``reports/images/`` and
@@ -247,17 +264,9 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     metric, images = callback.metric, callback.last_images
     results, table = metric.results, metric.table
     assert results is not None  # the validation loop computed them
-    reranker = validation_reranker(params, root, callback.dataset)
-    reranked = None
-    if reranker is not None:
-        started = time.perf_counter()
-        table, reranked_table, reranked_results = rerank_validation(metric, reranker)
-        reranked = (reranked_table, reranked_results, time.perf_counter() - started)
-        log.info("validate re-ranked (top %d): %s", reranker.top_n, reranked_table.flat(OVERALL))
-    write_reranked_run(root, callback.dataset, reranked, metric.options.top_k)
+    table, steps = rerank_if_enabled(params, root, metric, callback.dataset)
     baseline = raw_pixel_baseline(cfg, metric, callback.dataset)
 
-    steps = (reranker.name,) if reranker is not None else ()
     headline, per_category, full = metric_reports(table, baseline, steps)
     write_json(root / METRICS_REPORT, headline)
     write_json(root / CATEGORY_REPORT, per_category)
