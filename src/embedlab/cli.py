@@ -72,6 +72,13 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
         "-k", "--top-k", type=at_least(1), default=5, help="neighbours per query (5)"
     )
     parser.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-order each query's first N with the pairwise re-ranker (models/reranker/; 0: off)",
+    )
+    parser.add_argument(
         "--gallery",
         choices=GALLERY_CHOICES,
         default="all",
@@ -144,7 +151,7 @@ def _run_search(args: argparse.Namespace) -> int:
         args.embeddings, gallery=args.gallery, model_dir=args.models, index=args.index
     )
     result = searcher.search(
-        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self
+        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self, rerank=args.rerank
     )
     for number in range(len(queries)):
         if number:
@@ -209,11 +216,22 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ONNX: use the torch.export-based exporter (needs onnxscript)",
     )
+    parser.add_argument(
+        "--reranker",
+        action="store_true",
+        help="export the pairwise re-ranker (<models>/reranker/) as ONNX instead",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from embedlab.models.export import export_extractor
+    from embedlab.models.export import export_extractor, export_reranker
 
+    if args.reranker:
+        if args.fmt != "onnx":
+            raise EmbedlabError("export --reranker: only --format onnx is supported")
+        path = export_reranker(args.models, args.out)
+        sys.stdout.write(f"exported onnx re-ranker to {path}\n")
+        return 0
     path = export_extractor(args.models, args.fmt, args.out, dynamo=args.dynamo)
     sys.stdout.write(f"exported {args.fmt} extractor to {path}\n")
     return 0

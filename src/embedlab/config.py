@@ -610,6 +610,36 @@ class EmbedParams(_Section):
     _index = _registered(INDEXES, "index")
 
 
+# --- rerank --------------------------------------------------------------------------------
+class RerankParams(_Section):
+    """``rerank``: the learned pairwise re-ranker (its own stage, between train and validate)."""
+
+    enabled: bool = False
+    """Train the re-ranker and let validate re-rank each query's top ``top_n`` with it
+    (reported beside the plain metrics as ``pairwise/<metric>``). Off: the stage writes a
+    note only and validate is unchanged."""
+    top_n: int = Field(5, ge=1)
+    """Candidates re-ranked per query (clipped to the gallery), also the neighbours that
+    pairs are mined from on the train split."""
+    hard_negatives: int = Field(3, ge=0)
+    """Nearest wrong-label neighbours per train anchor, beside every right-label one of its
+    top ``top_n``."""
+    max_pairs: int = Field(6000, ge=2)
+    """A seeded sample of at most this many mined pairs (bounds the stage's time)."""
+    epochs: int = Field(2, ge=1)
+    """Passes over the mined pairs."""
+    batch_size: int = Field(64, ge=2)
+    """Pairs per step."""
+    lr: float = Field(1e-4, gt=0.0)
+    """AdamW learning rate of the backbone (initialised from the extractor)."""
+    head_lr: float = Field(1e-3, gt=0.0)
+    """AdamW learning rate of the head."""
+    hidden: int = Field(128, ge=1)
+    """Width of the head's hidden layer."""
+    freeze_backbone: bool = False
+    """Train the head only (the backbone keeps the extractor's weights)."""
+
+
 # --- tracking ------------------------------------------------------------------------------
 class MlflowParams(_Section):
     tracking_uri: str | None = None
@@ -685,6 +715,7 @@ with warnings.catch_warnings():
         train: TrainParams = Field(default_factory=TrainParams)
         validate: ValidateParams = Field(default_factory=ValidateParams)
         embed: EmbedParams = Field(default_factory=EmbedParams)
+        rerank: RerankParams = Field(default_factory=RerankParams)
         tracking: TrackingParams = Field(default_factory=TrackingParams)
 
         def flat(self) -> dict[str, Any]:

@@ -117,6 +117,14 @@ def test_search_writes_the_grid(in_repo: Path, capsys: pytest.CaptureFixture[str
             ["export", "--models", "nowhere"],
             "error: nowhere/extractor.json: extractor config not found",
         ),
+        (
+            ["search", "data/prepared/images/0/0.png", "--rerank", "3", "--models", "models"],
+            "error: models/reranker/reranker.json: re-ranker not found",
+        ),
+        (
+            ["export", "--reranker", "--format", "torchscript"],
+            "error: export --reranker: only --format onnx is supported",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
-STAGES = ("prepare", "train", "validate", "embed")
+STAGES = ("prepare", "train", "rerank", "validate", "embed")
 _REGISTRY_USE = re.compile(
     r"\b(SOURCES|LOSSES|MINERS|OPTIMIZERS|TRACKERS|INDEXES|DISTANCES|REDUCERS|SAMPLERS)"
     r"\.(get|build)\("

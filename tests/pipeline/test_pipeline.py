@@ -124,6 +124,14 @@ def test_every_stage_wrote_its_outputs(repo: Path) -> None:
             assert image.width > 100 and image.height > 100
 
     assert (repo / "models" / "extractor.safetensors").stat().st_size > 1000
+    # the re-ranker is off by default: the stage leaves a note, validate re-ranks nothing
+    assert json.loads((repo / "models" / "reranker" / "reranker.json").read_text()) == {
+        "enabled": False
+    }
+    assert json.loads((repo / "reports" / "reranked" / "reranked.json").read_text()) == {
+        "enabled": False
+    }
+    assert not any(key.startswith("pairwise/") for key in full["OVERALL"])
     config = json.loads((repo / "models" / "extractor.json").read_text())
     assert config["preprocessing"]["input_size"] == [3, 16, 16]
     train = json.loads((repo / "reports" / "train.json").read_text())

@@ -77,3 +77,31 @@ def test_export_into_a_folder_and_errors(
         export_extractor(models, "coreml")
     with pytest.raises(EmbedlabError, match=r"extractor.json: extractor config not found"):
         export_extractor(tmp_path / "empty", "onnx")
+
+
+def test_reranker_exports_to_onnx_with_the_pytorch_distances_and_checks_its_extractor(
+    tmp_path: Path,
+) -> None:
+    import onnxruntime
+
+    from embedlab.io import file_sha256
+    from embedlab.models.export import export_reranker
+    from embedlab.models.pairwise import PairwiseModel, save_reranker
+
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    extractor = TimmExtractor("resnet10t", input_size=16)
+    save_extractor(extractor, models)
+    model = PairwiseModel.from_extractor(extractor, hidden=8).eval()
+    sha = file_sha256(models / "extractor.safetensors")
+    save_reranker(model, models / "reranker", extractor_sha256=sha)
+    path = export_reranker(models)
+    assert path == models / "reranker" / "reranker.onnx"
+    query, gallery = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    session = onnxruntime.InferenceSession(str(path))
+    out = session.run(None, {"query": query.numpy(), "gallery": gallery.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(query, gallery).numpy(), atol=1e-4)
+    save_reranker(model, models / "reranker", extractor_sha256="0" * 64)
+    with pytest.raises(EmbedlabError, match="another extractor"):
+        export_reranker(models)

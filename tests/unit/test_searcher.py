@@ -205,3 +205,37 @@ def test_embed_dataset_in_worker_processes_equals_in_process(workspace: Path) ->
     in_workers = embed_dataset(model, dataset, batch_size=5, num_workers=1)
     assert np.array_equal(in_process, in_workers)
     assert np.array_equal(in_process, np.load(workspace / "embeddings.npy"))
+
+
+def test_search_rerank_reorders_the_top_n_by_the_pairwise_model(tmp_path: Path) -> None:
+    from embedlab.io import file_sha256
+    from embedlab.models.pairwise import PairwiseModel, save_reranker
+
+    embeddings_dir = make_workspace(tmp_path)
+    models = tmp_path / "models"
+    searcher = Searcher.load(embeddings_dir)
+    query = str(tmp_path / "data" / "prepared" / "images" / "2" / "1.png")
+    with pytest.raises(EmbedlabError, match="re-ranker not found"):
+        searcher.search(query, k=6, rerank=3)  # models/reranker/ missing
+    torch.manual_seed(1)
+    model = PairwiseModel.from_extractor(load_extractor(models), hidden=8).eval()
+    save_reranker(model, models / "reranker", extractor_sha256="0" * 64)
+    with pytest.raises(EmbedlabError, match="another extractor"):
+        Searcher.load(embeddings_dir).search(query, k=6, rerank=3)
+    save_reranker(model, models / "reranker", file_sha256(models / "extractor.safetensors"))
+    searcher = Searcher.load(embeddings_dir)
+    plain = searcher.search(query, k=6)
+    reranked = searcher.search(query, k=6, rerank=3)
+    assert reranked.ids[:, 3:].tolist() == plain.ids[:, 3:].tolist()  # past N: unchanged
+    assert sorted(reranked.ids[0, :3].tolist()) == sorted(plain.ids[0, :3].tolist())
+    assert bool((np.diff(reranked.distances[0]) >= 0).all())
+    # the first three, ordered by the model's distance to the query
+    transform = eval_transform(model.backbone.preprocessing)
+    files = [query, *[searcher.resolve(p) for p in plain.paths[0][:3]]]
+    images = torch.stack([transform(load_image(f)) for f in files])
+    with torch.inference_mode():
+        scores = model(images[:1].expand(3, -1, -1, -1), images[1:]).tolist()
+    expected = [plain.ids[0, i] for i in sorted(range(3), key=lambda i: scores[i])]
+    assert reranked.ids[0, :3].tolist() == expected
+    with pytest.raises(EmbedlabError, match="image queries"):
+        searcher.search(np.zeros((1, 32), dtype=np.float32), k=3, rerank=2)

@@ -176,6 +176,7 @@ class Searcher:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self._model: Any = None
+        self._pairwise: Any = None
         self._row_by_file: dict[str, int] | None = None
         n_index = len(self.items) if index_rows is None else len(index_rows)
         if index.ntotal != n_index:
@@ -258,7 +259,9 @@ class Searcher:
         )
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: Any, k: int = 5, *, exclude_self: bool = False) -> SearchResult:
+    def search(
+        self, queries: Any, k: int = 5, *, exclude_self: bool = False, rerank: int = 0
+    ) -> SearchResult:
         """The ``k`` nearest gallery items of each query.
 
         Args:
@@ -266,20 +269,28 @@ class Searcher:
                 (``[Q, D]`` or ``[D]`` tensor/array).
             k: neighbours per query.
             exclude_self: drop the query's own row when the query is a file of the dataset.
+            rerank: re-order each query's first ``rerank`` neighbours with the pairwise
+                re-ranker of ``<model_dir>/reranker/`` (image queries only; 0: off).
         """
-        if k < 1:
-            raise EmbedlabError(f"search: k must be >= 1, got {k}")
+        if k < 1 or rerank < 0:
+            raise EmbedlabError(f"search: k must be >= 1 and rerank >= 0, got {k}, {rerank}")
+        if rerank and isinstance(queries, torch.Tensor | np.ndarray):
+            raise EmbedlabError("search: re-ranking needs image queries, not embeddings")
         names, embeddings, self_rows = self._embed_queries(queries)
         extra = 1 if exclude_self else 0
+        width = max(k, rerank + 1) if rerank else k
         positions_allowed = self.gallery_rows
-        dist, pos = self.index.search(embeddings, k + extra, allowed=positions_allowed)
+        dist, pos = self.index.search(embeddings, width + extra, allowed=positions_allowed)
         item_pos = (
             pos
             if self.index_rows is None
             else np.where(pos < 0, -1, self.index_rows[np.maximum(pos, 0)])
         )
         if exclude_self:
-            dist, item_pos = _drop_rows(dist, item_pos, self_rows, k)
+            dist, item_pos = _drop_rows(dist, item_pos, self_rows, width)
+        if rerank:
+            dist, item_pos = self._rerank(_as_list(queries), dist, item_pos, rerank)
+        dist, item_pos = dist[:, :k], item_pos[:, :k]
         found = item_pos >= 0
         safe = np.maximum(item_pos, 0)
         ids = np.where(found, self._row_ids[safe], -1)
@@ -301,6 +312,64 @@ class Searcher:
         return embed_images(model, list(images), model.preprocessing, self.batch_size)
 
     # ------------------------------------------------------------------ internals
+    def _rerank(
+        self, queries: list[Query], dist: np.ndarray, item_pos: np.ndarray, top_n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-order each row's first ``top_n`` items with the pairwise re-ranker."""
+        from embedlab.data.datasets import DatasetWithLabels
+        from embedlab.data.transforms import eval_transform
+        from embedlab.embedding.inference import embed_images
+        from embedlab.embedding.reranker import dataset_images, rerank_top_n
+
+        model = self._reranker()
+        n = min(top_n, item_pos.shape[1])
+        head = torch.from_numpy(np.ascontiguousarray(item_pos[:, :n]))
+        found = head >= 0
+        needed = torch.unique(head[found])
+        gallery = DatasetWithLabels(
+            self.items, self.dataset_root, eval_transform(model.backbone.preprocessing)
+        )
+        load = dataset_images(gallery)
+        with torch.inference_mode():
+            query_features = embed_images(
+                model.backbone, queries, model.backbone.preprocessing, self.batch_size
+            ).to(self.device)
+            parts = [model.features(load(c).to(self.device)) for c in needed.split(self.batch_size)]
+            features = torch.cat(parts) if parts else query_features[:0]
+            slot = torch.full((len(self.items),), -1, dtype=torch.int64)
+            slot[needed] = torch.arange(needed.numel())
+            candidates = features[slot[head.clamp(min=0)].to(features.device)]
+            logits = model.logits(query_features[:, None, :].expand_as(candidates), candidates)
+            scores = torch.where(found, torch.sigmoid(logits).float().cpu(), torch.inf)
+        new_dist, new_pos = rerank_top_n(
+            torch.from_numpy(np.ascontiguousarray(dist, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(item_pos)),
+            scores,
+        )
+        return new_dist.numpy(), new_pos.numpy()
+
+    def _reranker(self) -> Any:
+        if self._pairwise is None:
+            from embedlab.models.extractor import EXTRACTOR_WEIGHTS
+            from embedlab.models.pairwise import load_reranker
+
+            if self.model_dir is None:
+                raise EmbedlabError("search: re-ranking needs the models folder (model_dir)")
+            folder = self.model_dir / "reranker"
+            sha256 = file_sha256(self.model_dir / EXTRACTOR_WEIGHTS)
+            if self.extractor_sha256 and sha256 != self.extractor_sha256:
+                raise EmbedlabError(
+                    f"{self.model_dir / EXTRACTOR_WEIGHTS}: weights changed since the "
+                    "embeddings were made (rerun the embed stage)"
+                )
+            model = load_reranker(folder, extractor_sha256=sha256, device=self.device)
+            if model is None:
+                raise EmbedlabError(
+                    f"{folder}: no re-ranker was trained (dvc exp run -S rerank.enabled=true)"
+                )
+            self._pairwise = model
+        return self._pairwise
+
     def _embed_queries(self, queries: Any) -> tuple[list[str], np.ndarray, list[int]]:
         if isinstance(queries, torch.Tensor | np.ndarray):
             matrix = (
@@ -358,6 +427,13 @@ class Searcher:
                 )
             self._model = model
         return self._model
+
+
+def _as_list(queries: Any) -> list[Query]:
+    """Image queries as a list (one file or PIL image becomes a list of one)."""
+    if isinstance(queries, str | os.PathLike | Image.Image):
+        return [queries]
+    return list(queries)
 
 
 def select_gallery(

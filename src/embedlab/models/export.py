@@ -19,10 +19,24 @@ from typing import Literal
 import torch
 
 from embedlab.errors import EmbedlabError
-from embedlab.io import atomic_path
-from embedlab.models.extractor import EXTRACTOR_CONFIG, TimmExtractor, load_extractor
+from embedlab.io import atomic_path, file_sha256
+from embedlab.models.extractor import (
+    EXTRACTOR_CONFIG,
+    EXTRACTOR_WEIGHTS,
+    TimmExtractor,
+    load_extractor,
+)
+from embedlab.models.pairwise import PairwiseModel, load_reranker
 
-__all__ = ["DEFAULT_NAMES", "FORMATS", "export_extractor", "export_onnx", "export_torchscript"]
+__all__ = [
+    "DEFAULT_NAMES",
+    "FORMATS",
+    "export_extractor",
+    "export_onnx",
+    "export_reranker",
+    "export_reranker_onnx",
+    "export_torchscript",
+]
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -91,6 +105,49 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(model.config())
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def export_reranker_onnx(model: PairwiseModel, path: str | Path, opset: int = 18) -> Path:
+    """Write the pairwise re-ranker as ONNX, atomically: inputs ``query`` and ``gallery``
+    (``[batch, 3, H, W]``, preprocessed like the extractor's), output ``distances``
+    (``[batch]``, in ``(0, 1)``); dynamic batch. Its config travels in
+    ``metadata_props["embedlab.reranker"]``.
+
+    Example:
+        >>> import tempfile, pathlib, onnxruntime
+        >>> model = PairwiseModel.from_extractor(TimmExtractor("resnet10t", input_size=16), 8)
+        >>> path = export_reranker_onnx(model, pathlib.Path(tempfile.mkdtemp()) / "r.onnx")
+        >>> session = onnxruntime.InferenceSession(str(path))
+        >>> q, g = _example_input(model.backbone, 3), _example_input(model.backbone, 3) * 0.5
+        >>> out = session.run(None, {"query": q.numpy(), "gallery": g.numpy()})[0]
+        >>> out.shape, bool(abs(out - model.eval()(q, g).detach().numpy()).max() < 1e-4)
+        ((3,), True)
+    """
+    import onnx
+
+    path = Path(path)
+    model = model.eval()
+    example = _example_input(model.backbone)
+    names = ["query", "gallery"]
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter (TracerWarnings, deprecations)
+        torch.onnx.export(
+            model,
+            (example, example),
+            str(tmp),
+            dynamo=False,
+            input_names=names,
+            output_names=["distances"],
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "distances": {0: "batch"}},
+            opset_version=opset,
+        )
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        config = {"extractor": model.backbone.config(), "hidden": model.hidden}
+        entry.key, entry.value = "embedlab.reranker", json.dumps(config)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return path
@@ -167,3 +224,20 @@ def export_extractor(
             ) from None
         return export_onnx(model, target, dynamo=dynamo)
     return export_torchscript(model, target)
+
+
+def export_reranker(model_dir: str | Path = "models", out: str | Path | None = None) -> Path:
+    """Export the re-ranker of ``<model_dir>/reranker/`` as ONNX; return the written file.
+
+    It must belong to the extractor in ``model_dir`` (the sha256 it stores); default
+    output ``<model_dir>/reranker/reranker.onnx``.
+    """
+    model_dir = Path(model_dir)
+    folder = model_dir / "reranker"
+    model = load_reranker(folder, extractor_sha256=file_sha256(model_dir / EXTRACTOR_WEIGHTS))
+    if model is None:
+        raise EmbedlabError(f"{folder}: no re-ranker was trained (set rerank.enabled: true)")
+    target = Path(out) if out is not None else folder / "reranker.onnx"
+    if target.is_dir():
+        target = target / "reranker.onnx"
+    return export_reranker_onnx(model, target)

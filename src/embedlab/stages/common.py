@@ -25,3 +25,8 @@ PER_QUERY_REPORT = REPORTS_DIR / "per_query.csv"
 IMAGES_DIR = REPORTS_DIR / "images"
 CURVES_DIR = REPORTS_DIR / "plots"
 EMBEDDINGS_DIR = Path("data") / "embeddings"
+RERANKER_DIR = MODELS_DIR / "reranker"
+RERANK_REPORT = REPORTS_DIR / "rerank.json"
+RERANKED_RUN = REPORTS_DIR / "reranked"
+"""The re-ranked validation as a run folder of its own (``reports/per_query.csv``,
+``topk.csv`` inside): ``embedlab compare . reports/reranked`` compares it query by query."""

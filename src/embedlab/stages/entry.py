@@ -17,6 +17,7 @@ __all__ = ["STAGES", "main"]
 STAGES: dict[str, str] = {
     "prepare": "embedlab.stages.prepare:run_prepare",
     "train": "embedlab.stages.train:run_train",
+    "rerank": "embedlab.stages.rerank:run_rerank",
     "validate": "embedlab.stages.validate:run_validate",
     "embed": "embedlab.stages.embed:run_embed",
 }

@@ -7,6 +7,7 @@ devices.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,17 @@ from embedlab.compare.topk import TOPK_FILE, topk_table
 from embedlab.config import Params, ValidateParams
 from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.data.manifest import load_manifest
-from embedlab.io import atomic_path, read_json, write_json
+from embedlab.embedding.reranker import PairwiseReranker, dataset_images
+from embedlab.errors import EmbedlabError
+from embedlab.io import atomic_path, file_sha256, read_json, write_json
 from embedlab.lightning import ExtractorModule
 from embedlab.lightning.trainer import build_trainer
-from embedlab.metrics import OVERALL, EmbeddingMetrics, MetricTable
+from embedlab.metrics import OVERALL, EmbeddingMetrics, MetricTable, score
 from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_table
 from embedlab.models import load_extractor
-from embedlab.retrieval import RetrievalResults
+from embedlab.models.extractor import EXTRACTOR_WEIGHTS
+from embedlab.models.pairwise import load_reranker
+from embedlab.retrieval import RetrievalResults, retrieve
 from embedlab.stages.common import (
     ALL_METRICS_REPORT,
     CATEGORY_REPORT,
@@ -32,6 +37,8 @@ from embedlab.stages.common import (
     METRICS_REPORT,
     MODELS_DIR,
     PER_QUERY_REPORT,
+    RERANKED_RUN,
+    RERANKER_DIR,
     TRAIN_REPORT,
     log,
 )
@@ -97,7 +104,7 @@ next to the changed params, narrow enough to fit 120 columns beside them."""
 
 
 def metric_reports(
-    table: MetricTable, baseline: MetricTable | None
+    table: MetricTable, baseline: MetricTable | None, steps: tuple[str, ...] = ()
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The three metric files of validate:
 
@@ -119,6 +126,9 @@ def metric_reports(
     """
     overall = table.flat(OVERALL)
     headline = {k: overall[k] for k in HEADLINE if k in overall}
+    for step in steps:
+        headline.update({f"{step}/{k}": overall[f"{step}/{k}"] for k in HEADLINE
+                         if f"{step}/{k}" in overall})  # fmt: skip
     full = {group: table.flat(group) for group in table.groups}
     if baseline is not None:
         raw = baseline.flat(OVERALL)
@@ -128,9 +138,100 @@ def metric_reports(
     return headline, categories if len(categories) > 1 else {}, full
 
 
+def validation_reranker(
+    params: Params, root: Path, dataset: DatasetQueryGallery
+) -> PairwiseReranker | None:
+    """The trained re-ranker over the validation images when ``rerank.enabled``, else None.
+
+    A re-ranker trained on another extractor is refused (one line).
+    """
+    if not params.rerank.enabled:
+        return None
+    weights = root / MODELS_DIR / EXTRACTOR_WEIGHTS
+    model = load_reranker(root / RERANKER_DIR, extractor_sha256=file_sha256(weights))
+    if model is None:
+        raise EmbedlabError(
+            f"{root / RERANKER_DIR}: rerank.enabled is true but no re-ranker was trained "
+            "(run `dvc repro rerank`)"
+        )
+    return PairwiseReranker(
+        model,
+        dataset_images(dataset),
+        top_n=params.rerank.top_n,
+        batch_size=params.validate.batch_size,
+    )
+
+
+def rerank_validation(
+    metric: EmbeddingMetrics, reranker: PairwiseReranker
+) -> tuple[MetricTable, MetricTable, RetrievalResults]:
+    """Re-rank the validation search and score it beside the plain one.
+
+    Returns the table of the plain ranking with every post-processed one beside it
+    (the re-ranked as ``<name>/<metric>``), the re-ranked ranking's own table (plain
+    names: its ``per_query.csv``), and the re-ranked results.
+    """
+    qg = metric.query_gallery
+    assert qg is not None  # the validation loop computed it
+    options = metric.options
+    width = max(
+        [options.top_k, reranker.candidates, *(p.candidates for p in metric.postprocessors)]
+    )
+    plain = retrieve(
+        qg, width, metric=metric.distance,  # type: ignore[arg-type]
+        chunk_size=metric.chunk_size, at_least_r=options.r_metrics,
+    )  # fmt: skip
+    reranked = reranker(plain)
+    both = score(plain, options, {**metric.postprocessed, reranker.name: reranked})
+    return both, score(reranked, options), reranked
+
+
+def write_reranked_run(
+    root: Path,
+    dataset: DatasetQueryGallery,
+    reranked: tuple[MetricTable, RetrievalResults, float] | None,
+    top_k: int,
+) -> None:
+    """``reports/reranked/``: the re-ranked validation as a run folder of its own
+    (``reports/per_query.csv``, ``reports/topk.csv``) for ``embedlab compare``, and
+    ``reranked.json`` saying whether there is one."""
+    if reranked is None:
+        write_json(root / RERANKED_RUN / "reranked.json", {"enabled": False})
+        return
+    table, results, seconds = reranked
+    with atomic_path(root / RERANKED_RUN / PER_QUERY_REPORT) as tmp:
+        per_query_table(results, table, dataset).to_csv(tmp, index=False)
+    with atomic_path(root / RERANKED_RUN / TOPK_FILE) as tmp:
+        topk_table(results.top(top_k), dataset.df["row_id"].to_numpy()).to_csv(tmp, index=False)
+    facts = {"enabled": True, "rerank_seconds": round(seconds, 3), "n_queries": len(results)}
+    write_json(root / RERANKED_RUN / "reranked.json", facts)
+
+
+def rerank_if_enabled(
+    params: Params, root: Path, metric: EmbeddingMetrics, dataset: DatasetQueryGallery
+) -> tuple[MetricTable, tuple[str, ...]]:
+    """With ``rerank.enabled``: the table with the re-ranked metrics beside the plain ones
+    and the step's name; else the plain table and no step. Writes ``reports/reranked/``."""
+    reranker = validation_reranker(params, root, dataset)
+    if reranker is None:
+        write_reranked_run(root, dataset, None, metric.options.top_k)
+        return metric.table, ()
+    started = time.perf_counter()
+    table, reranked_table, reranked = rerank_validation(metric, reranker)
+    seconds = time.perf_counter() - started
+    write_reranked_run(root, dataset, (reranked_table, reranked, seconds), metric.options.top_k)
+    log.info("validate re-ranked (top %d): %s", reranker.top_n, reranked_table.flat(OVERALL))
+    return table, (reranker.name,)
+
+
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Write ``reports/metrics*.json`` (:func:`metric_reports`),
-    ``reports/per_query.csv``, ``reports/topk.csv`` and ``reports/images/``.
+    ``reports/per_query.csv``, ``reports/topk.csv``, ``reports/images/`` and
+    ``reports/reranked/`` (:func:`write_reranked_run`).
+
+    With ``rerank.enabled``, the trained re-ranker re-orders each query's top
+    ``rerank.top_n`` and its metrics are reported beside the plain ones
+    (``pairwise/cmc@1``).
 
     Ranks other than 0 of a distributed run return ``{}`` and write nothing.
     """
@@ -163,9 +264,10 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     metric, images = callback.metric, callback.last_images
     results, table = metric.results, metric.table
     assert results is not None  # the validation loop computed them
+    table, steps = rerank_if_enabled(params, root, metric, callback.dataset)
     baseline = raw_pixel_baseline(cfg, metric, callback.dataset)
 
-    headline, per_category, full = metric_reports(table, baseline)
+    headline, per_category, full = metric_reports(table, baseline, steps)
     write_json(root / METRICS_REPORT, headline)
     write_json(root / CATEGORY_REPORT, per_category)
     write_json(root / ALL_METRICS_REPORT, full)

@@ -1,0 +1,137 @@
+"""The learned pairwise re-ranker: mining, training, re-ranking and the extractor check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedlab.config import parse_params
+from embedlab.embedding.reranker import PairwiseReranker
+from embedlab.embedding.reranker_training import PairwiseTraining, fit_pairwise
+from embedlab.errors import EmbedlabError
+from embedlab.miners.neighbour_pairs import mine_neighbour_pairs
+from embedlab.models import TimmExtractor
+from embedlab.models.pairwise import PairwiseModel, load_reranker, save_reranker
+from embedlab.retrieval import QueryGallery, retrieve
+from embedlab.stages.common import MODELS_DIR, RERANKER_DIR
+from embedlab.stages.validate import validation_reranker
+
+SIDE = 8
+COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
+
+
+def coloured_images(labels: list[int], seed: int) -> torch.Tensor:
+    """One flat colour per class plus pixel noise: a task whose answer is the colour."""
+    generator = torch.Generator().manual_seed(seed)
+    base = COLOURS[torch.tensor(labels)][:, :, None, None].expand(-1, -1, SIDE, SIDE)
+    return base + 0.3 * torch.randn(len(labels), 3, SIDE, SIDE, generator=generator)
+
+
+def small_model(seed: int = 0, hidden: int = 16) -> PairwiseModel:
+    torch.manual_seed(seed)
+    return PairwiseModel.from_extractor(TimmExtractor("resnet10t", input_size=SIDE), hidden)
+
+
+@pytest.fixture(scope="module")
+def trained() -> PairwiseModel:
+    """A re-ranker trained on pairs mined from a (random-init) extractor's train neighbours."""
+    labels = [c for c in range(3) for _ in range(10)]
+    images = coloured_images(labels, seed=1)
+    model = small_model()
+    with torch.no_grad():
+        embeddings = model.backbone.eval()(images)
+    pairs = mine_neighbour_pairs(embeddings, torch.tensor(labels), top_n=5, hard_negatives=3)
+    assert bool(pairs.different.any()) and bool((~pairs.different).any())
+    settings = PairwiseTraining(epochs=8, batch_size=32, lr=1e-3, head_lr=1e-2)
+    history = fit_pairwise(model, lambda p: images[p], pairs, settings)
+    assert history[-1].loss < history[0].loss
+    return model
+
+
+def test_mined_pairs_are_positives_of_the_top_n_and_the_hardest_negatives() -> None:
+    x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [5.0]])
+    labels = torch.tensor([0, 1, 0, 0, 0])
+    pairs = mine_neighbour_pairs(x, labels, top_n=2, hard_negatives=1)
+    triples = (pairs.anchors.tolist(), pairs.others.tolist(), pairs.different.tolist())
+    rows = set(zip(*triples, strict=True))
+    # item 0: neighbours 1 (neg), 2 (pos) in the top 2; item 4 (pos) is far: not a pair
+    assert (0, 2, False) in rows and (0, 1, True) in rows and (0, 3, False) not in rows
+    assert (0, 4, False) not in rows
+    assert all(a != o for a, o, _ in rows)  # never the item itself
+    # at most one negative per anchor
+    assert int(pairs.different[pairs.anchors == 2].sum()) == 1
+
+
+@pytest.mark.slow  # trains a small re-ranker (about 17 s on one loaded CPU thread)
+def test_trained_reranker_fixes_a_planted_misranking(trained: PairwiseModel) -> None:
+    labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    images = coloured_images(labels, seed=7)  # unseen images of the same task
+    # Planted embeddings: each query's nearest item is of another class.
+    position = torch.tensor([0.0, 2.0, 4.0, 0.5, 2.5, 4.5, 1.0, 3.0, 5.0])
+    qg = QueryGallery.from_columns(position[:, None], labels)
+    plain = retrieve(qg, k=8)
+    assert not bool(plain.relevance[:, 0].all())  # the planted misranking
+    reranked = PairwiseReranker(trained, lambda p: images[p], top_n=8)(plain)
+    assert bool(reranked.relevance[:, :2].all())  # both right-class items come first
+    assert not bool(reranked.relevance[:, 2:].any())
+    assert bool((reranked.distances.diff(dim=1) >= 0).all())
+
+
+def test_order_past_n_never_changes_and_distances_stay_sorted() -> None:
+    generator = torch.Generator().manual_seed(3)
+    n_items = 30
+    labels = torch.randint(0, 4, (n_items,), generator=generator)
+    images = coloured_images((labels % 3).tolist(), seed=3)
+    qg = QueryGallery.from_columns(torch.randn(n_items, 5, generator=generator), labels)
+    plain = retrieve(qg, k=12)
+    top_n = 4
+    reranked = PairwiseReranker(small_model(), lambda p: images[p], top_n=top_n)(plain)
+    assert torch.equal(reranked.retrieved[:, top_n:], plain.retrieved[:, top_n:])
+    assert torch.equal(reranked.distances[:, top_n:], plain.distances[:, top_n:])
+    head_before = plain.retrieved[:, :top_n].sort(dim=1).values
+    assert torch.equal(reranked.retrieved[:, :top_n].sort(dim=1).values, head_before)
+    assert bool((reranked.distances.diff(dim=1) >= 0).all())
+    # the re-ranked band lies between the first distance and the (N+1)-th
+    assert bool((reranked.distances[:, :top_n] >= plain.distances[:, :1]).all())
+    assert bool((reranked.distances[:, :top_n] <= plain.distances[:, top_n : top_n + 1]).all())
+
+
+def test_top_n_is_clipped_to_the_gallery() -> None:
+    labels = [0, 0, 1, 1]
+    images = coloured_images(labels, seed=4)
+    qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [2.0], [4.0]]), labels)
+    plain = retrieve(qg, k=6)  # 3 admissible items per query: 3 columns of padding
+    reranked = PairwiseReranker(small_model(), lambda p: images[p], top_n=50)(plain)
+    assert reranked.width == plain.width
+    assert bool((reranked.retrieved[:, 3:] == -1).all())
+    assert bool(torch.isinf(reranked.distances[:, 3:]).all())
+    assert bool(torch.isfinite(reranked.distances[:, :3]).all())
+    assert torch.equal(
+        reranked.retrieved[:, :3].sort(dim=1).values, plain.retrieved[:, :3].sort(dim=1).values
+    )
+
+
+def test_saved_reranker_loads_and_refuses_another_extractor(tmp_path: Path) -> None:
+    model = small_model(hidden=8).eval()
+    save_reranker(model, tmp_path, extractor_sha256="a" * 64, top_n=5)
+    loaded = load_reranker(tmp_path, extractor_sha256="a" * 64)
+    assert loaded is not None
+    x, y = coloured_images([0, 1], 0), coloured_images([1, 1], 1)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, y), model(x, y), atol=1e-6)
+    with pytest.raises(EmbedlabError, match="trained on another extractor") as error:
+        load_reranker(tmp_path, extractor_sha256="b" * 64)
+    assert "\n" not in str(error.value)
+
+
+def test_validate_refuses_a_reranker_of_another_extractor(tmp_path: Path) -> None:
+    (tmp_path / MODELS_DIR).mkdir()
+    (tmp_path / MODELS_DIR / "extractor.safetensors").write_bytes(b"the extractor in use")
+    save_reranker(small_model(hidden=8), tmp_path / RERANKER_DIR, extractor_sha256="c" * 64)
+    params = parse_params({"rerank": {"enabled": True}})
+    with pytest.raises(EmbedlabError, match=r"another extractor.*dvc repro rerank"):
+        validation_reranker(params, tmp_path, dataset=None)  # type: ignore[arg-type]
+    off = parse_params({})
+    assert validation_reranker(off, tmp_path, dataset=None) is None  # type: ignore[arg-type]
