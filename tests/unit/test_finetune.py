@@ -15,10 +15,12 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.loggers.logger import Logger
 from safetensors.torch import load_file
 
 from embedlab.config import FinetuneParams, ModelParams, Params, parse_params
 from embedlab.errors import EmbedlabError
+from embedlab.lightning import ExtractorModule, Finetuning
 from embedlab.lightning.finetune import batchnorm_layers
 from embedlab.models import TimmExtractor, load_extractor, save_extractor
 from embedlab.models.convert import convert_weights
@@ -149,6 +151,22 @@ class Batches(torch.utils.data.Dataset):
         return self.batches[i]
 
 
+class MemoryLogger(Logger):
+    """The step metrics a tracker would get."""
+
+    name, version = "memory", "0"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[dict[str, float]] = []
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self.steps.append(dict(metrics))
+
+
 class Recorder(L.Callback):
     """Each step's learning rates, and the model's state after each epoch."""
 
@@ -180,18 +198,19 @@ def _params(**finetune: Any) -> Params:
     return parse_params(raw)
 
 
-def _fit(params: Params, n_batches: int = 3) -> tuple[TimmExtractor, Recorder, dict]:
+def _fit(params: Params, n_batches: int = 3) -> tuple[MemoryLogger, Recorder, dict]:
     torch.manual_seed(0)
     cfg = params.train.model
     model = TimmExtractor(cfg.arch, input_size=16, head=cfg.head, embedding_size=8)
     start = _snapshot(model)
     criterion = build_criterion(params, num_classes=4, embedding_size=model.feat_dim)
     module = build_module(params, model, criterion, n_batches, None)
-    recorder = Recorder()
+    recorder, logger = Recorder(), MemoryLogger()
     trainer = L.Trainer(
         max_epochs=params.train.max_epochs,
         accelerator="cpu",
-        logger=False,
+        logger=logger,
+        log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -199,7 +218,7 @@ def _fit(params: Params, n_batches: int = 3) -> tuple[TimmExtractor, Recorder, d
     )
     loader = torch.utils.data.DataLoader(Batches(n_batches), batch_size=None)
     trainer.fit(module, loader)
-    return model, recorder, start
+    return logger, recorder, start
 
 
 def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> set[str]:
@@ -213,7 +232,9 @@ def _bn_stats(keys: Any) -> set[str]:
 @pytest.mark.slow
 def test_a_frozen_backbone_does_not_change_until_its_epochs_are_over() -> None:
     params = _params(head="linear", freeze_backbone_epochs=1)
-    _, recorder, start = _fit(params)
+    logger, recorder, start = _fit(params)
+    frozen = [m["train/backbone_frozen"] for m in logger.steps if "train/backbone_frozen" in m]
+    assert frozen == [1.0] * 3 + [0.0] * 3  # what the trackers show, step by step
     after_frozen, after_free = recorder.states
     backbone = {k for k in start if k.startswith("model.")}
     assert not _changed(start, after_frozen, "model."), "weights or BN stats moved while frozen"
@@ -251,8 +272,10 @@ def test_the_warm_up_reaches_the_scheduled_rate_then_decays() -> None:
 @pytest.mark.slow
 def test_the_backbone_trains_at_its_own_rate_beside_the_head() -> None:
     params = _params(head="mlp", backbone_lr_mult=0.1, scheduler="none", max_epochs=1)
-    _, recorder, _ = _fit(params)
+    logger, recorder, _ = _fit(params)
     assert recorder.rates[0] == pytest.approx([0.001, 0.01])  # backbone, head
+    logged = logger.steps[0]
+    assert (logged["train/lr"], logged["train/lr_head"]) == pytest.approx((0.001, 0.01))
     # a backbone lr of ~0 leaves it (almost) where it was; the head still moves
     tiny = _params(head="linear", backbone_lr_mult=1e-12, scheduler="none", max_epochs=1)
     _, recorder, start = _fit(tiny)
@@ -292,3 +315,15 @@ def test_params_yaml_lists_the_new_keys_with_the_code_defaults() -> None:
     assert raw["train"]["model"]["embedding_size"] == model.embedding_size
     flat = Params().flat()
     assert {"train.finetune.batchnorm", "train.model.head"} <= set(flat)  # what trackers log
+
+
+def test_module_train_mode_keeps_frozen_batchnorm_in_eval() -> None:
+    model = TimmExtractor("resnet10t", input_size=16)
+    module = ExtractorModule(model, finetune=Finetuning(model.model, batchnorm="frozen"))
+    module.train()
+    layers = list(batchnorm_layers(model))
+    assert layers and not any(layer.training for layer in layers)
+    assert model.model.conv1[0].training  # the rest trains
+    module.eval()
+    module.train()
+    assert not any(layer.training for layer in layers)

@@ -121,6 +121,8 @@ class ExtractorModule(L.LightningModule):
         for key, value in (getattr(self.criterion, "last_logs", None) or {}).items():
             logs[f"train/{key}"] = float(value)
         logs.update(self._learning_rates())
+        if self.finetune is not None and self.finetune.freeze_epochs:
+            logs["train/backbone_frozen"] = float(self.finetune.frozen_at(self.current_epoch))
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=size)
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
         return loss
