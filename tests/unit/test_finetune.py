@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -327,3 +328,31 @@ def test_module_train_mode_keeps_frozen_batchnorm_in_eval() -> None:
     module.eval()
     module.train()
     assert not any(layer.training for layer in layers)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_extractor_with_a_head_exports_with_it(fmt: str, tmp_path: Path) -> None:
+    import warnings
+
+    from embedlab.models.export import export_extractor
+
+    torch.manual_seed(0)
+    save_extractor(
+        TimmExtractor("resnet10t", input_size=16, head="mlp", embedding_size=12), tmp_path
+    )
+    model = load_extractor(tmp_path)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export_extractor(tmp_path, fmt)
+        if fmt == "torchscript":
+            out = torch.jit.load(str(path))(x).detach().numpy()
+        else:
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert out.shape == (2, 12)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
