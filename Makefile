@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[trackers,search,export,pml,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[trackers,search,export,pml,pretrained,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install embedlab with every extra

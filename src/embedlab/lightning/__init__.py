@@ -7,6 +7,7 @@ from embedlab.lightning.callbacks import (
     MetricValCallback,
 )
 from embedlab.lightning.checkpoint import AtomicCheckpointIO, ResumeState
+from embedlab.lightning.finetune import Finetuning
 from embedlab.lightning.module import ExtractorModule
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EpochLossCallback",
     "EpochSeedCallback",
     "ExtractorModule",
+    "Finetuning",
     "MetricValCallback",
     "ResumeState",
 ]

@@ -11,6 +11,7 @@ from torch import nn
 
 from embedlab.data import keys
 from embedlab.errors import EmbedlabError
+from embedlab.lightning.finetune import Finetuning
 
 
 class TrainingDiverged(EmbedlabError):
@@ -51,7 +52,10 @@ class ExtractorModule(L.LightningModule):
     A criterion with parameters (the class weights of ArcFace, ProxyAnchor...) is trained
     by the same optimizer, in a param group of its own at ``criterion_lr`` (default: the
     optimizer's lr); being part of the module, the weights are in its checkpoints, not in
-    the exported extractor.
+    the exported extractor. ``finetune`` (:class:`~embedlab.lightning.Finetuning`) names
+    the pretrained backbone: frozen for its first epochs, BatchNorm statistics kept, its
+    own learning rate; every group's lr is logged as ``train/lr`` (the first group) and
+    ``train/lr_<group>``.
 
     >>> from embedlab.losses import TripletLossWithMiner
     >>> model = nn.Linear(4, 2)
@@ -71,6 +75,7 @@ class ExtractorModule(L.LightningModule):
         on_nonfinite: str = "stop",
         channels_last: bool = False,
         criterion_lr: float | None = None,
+        finetune: Finetuning | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -84,6 +89,18 @@ class ExtractorModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         self.skipped_batches = 0
         self.criterion_lr = criterion_lr
+        self.finetune = finetune
+
+    def train(self, mode: bool = True) -> ExtractorModule:
+        """``nn.Module.train``, then the backbone's frozen parts back in eval mode."""
+        super().train(mode)
+        if self.finetune is not None:
+            self.finetune.apply(self.current_epoch, training=mode)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        if self.finetune is not None:
+            self.finetune.apply(self.current_epoch, training=self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -103,12 +120,22 @@ class ExtractorModule(L.LightningModule):
         logs = {"train/loss": loss.detach()}
         for key, value in (getattr(self.criterion, "last_logs", None) or {}).items():
             logs[f"train/{key}"] = float(value)
-        logs["train/lr"] = (
-            self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else 0.0
-        )
+        logs.update(self._learning_rates())
+        if self.finetune is not None and self.finetune.freeze_epochs:
+            logs["train/backbone_frozen"] = float(self.finetune.frozen_at(self.current_epoch))
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=size)
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
         return loss
+
+    def _learning_rates(self) -> dict[str, float]:
+        """``train/lr`` (the first param group, the backbone's) and ``train/lr_<group>``."""
+        if not self._trainer or not self.trainer.optimizers:
+            return {"train/lr": 0.0}
+        groups = self.trainer.optimizers[0].param_groups
+        rates = {"train/lr": float(groups[0]["lr"])}
+        for group in groups[1:] if len(groups) > 1 else []:
+            rates[f"train/lr_{group.get('name', 'group')}"] = float(group["lr"])
+        return rates
 
     def _diverged_message(self, loss: torch.Tensor) -> str:
         value = "nan" if torch.isnan(loss.detach()) else "inf"
@@ -138,18 +165,27 @@ class ExtractorModule(L.LightningModule):
         if optimizer is None:
             raise RuntimeError("ExtractorModule: training needs an optimizer")
         if not isinstance(optimizer, torch.optim.Optimizer):
-            criterion_params = self.criterion.parameters() if self.criterion is not None else []
-            class_weights = [p for p in criterion_params if p.requires_grad]
-            if class_weights:
-                group: dict[str, Any] = {"params": class_weights}
-                if self.criterion_lr is not None:
-                    group["lr"] = self.criterion_lr
-                optimizer = optimizer([{"params": list(self.model.parameters())}, group])
-            else:
-                optimizer = optimizer(self.model.parameters())
+            optimizer = optimizer(self._param_groups())
         if self._scheduler is None:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self._scheduler(optimizer), "interval": "step"},
         }
+
+    def _param_groups(self) -> Any:
+        """The model's group(s), then the criterion's class weights at ``criterion_lr``."""
+        criterion_params = self.criterion.parameters() if self.criterion is not None else []
+        class_weights = [p for p in criterion_params if p.requires_grad]
+        if self.finetune is not None:
+            groups = self.finetune.param_groups(self.model)
+        elif class_weights:
+            groups = [{"params": list(self.model.parameters())}]
+        else:
+            return self.model.parameters()  # one group, as the optimizer makes it
+        if class_weights:
+            group: dict[str, Any] = {"name": "class_weights", "params": class_weights}
+            if self.criterion_lr is not None:
+                group["lr"] = self.criterion_lr
+            groups.append(group)
+        return groups

