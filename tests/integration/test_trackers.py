@@ -477,8 +477,9 @@ def test_raw_pixel_baseline_reaches_metrics_json_and_the_trackers(pipeline: dict
 
     from embedlab.data.datasets import DatasetQueryGallery
     from embedlab.data.manifest import load_manifest
-    from embedlab.metrics import EmbeddingMetrics
-    from embedlab.metrics.baseline import raw_pixel_metrics
+    from embedlab.metrics import MetricOptions
+    from embedlab.metrics.baseline import raw_pixel_table
+    from embedlab.retrieval import QueryGallery
 
     root = pipeline["root"]
     report = read_json(root / "reports" / "metrics.json")
@@ -486,8 +487,15 @@ def test_raw_pixel_baseline_reaches_metrics_json_and_the_trackers(pipeline: dict
     # the same queries and gallery as the model, scored on the raw pixels
     manifest = load_manifest(root / "data" / "prepared" / "manifest.csv")
     dataset = DatasetQueryGallery(manifest.split("validation"), manifest.dataset_root)
-    expected = raw_pixel_metrics(EmbeddingMetrics(), dataset.read_image, dataset.columns())
-    expected = expected["OVERALL"]
+    columns = dataset.columns()
+    items = QueryGallery.from_columns(
+        np.zeros((len(dataset), 1), dtype=np.float32),  # replaced by the pixels
+        columns["labels"],
+        is_query=columns["is_query"],
+        is_gallery=columns["is_gallery"],
+        sequence=columns["sequence"],
+    )
+    expected = raw_pixel_table(items, dataset.read_image, MetricOptions()).metrics["OVERALL"]
     assert baseline["cmc@1"] == pytest.approx(expected["cmc"][1])
     assert baseline["map@5"] == pytest.approx(expected["map"][5])
     assert report["baseline/raw_pixels/n_queries"] == report["n_queries"]
