@@ -135,7 +135,8 @@ def test_dvc_yaml_declares_every_param_the_stage_reads(
 
 def test_the_recorder_sees_the_reads_a_user_relies_on(reads: dict[str, set[str]]) -> None:
     # Seen at all: the test above would pass vacuously with a recorder that records nothing.
-    assert {"prepare.source", "prepare.max_image_pixels", "seed"} <= reads["prepare"]
+    # (prepare reads `seed` only when prepare.split_seed is null; params.yaml fixes it at 0)
+    assert {"prepare.source", "prepare.max_image_pixels", "prepare.split_seed"} <= reads["prepare"]
     assert {"train.max_epochs", "train.optimizer.lr", "train.sampler.n_labels"} <= reads["train"]
     assert {"validate.batch_size", "train.trainer.accelerator"} <= reads["validate"]
     assert {"embed.batch_size", "embed.index"} <= reads["embed"]
