@@ -168,6 +168,17 @@ def test_pcf_matches_explained_variance_ratio_of_an_svd() -> None:
         assert calc_pcf(x, (r,))[r] == pytest.approx(expected)
 
 
+def test_pcf_leaves_the_callers_thread_count_alone() -> None:
+    # The eigen-solve runs on one thread (MKL spins under load); the caller's setting returns.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calc_pcf(torch.randn(50, 8), (0.5,))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_pcf_of_degenerate_embeddings_is_empty_not_nan() -> None:
     assert calc_pcf(torch.ones(5, 3), (0.5,)) == {}
     assert calc_pcf(torch.zeros(1, 3), (0.5,)) == {}
