@@ -217,7 +217,9 @@ def exported_thresholds(path: str | Path) -> Thresholds | None:
         text = props.get(THRESHOLDS_KEY)
     else:
         extra = {THRESHOLDS_FILE: ""}
-        torch.jit.load(str(path), _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            torch.jit.load(str(path), _extra_files=extra)
         text = extra[THRESHOLDS_FILE] or None
     if text is None:
         return None
