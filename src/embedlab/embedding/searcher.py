@@ -206,6 +206,9 @@ class Searcher:
     ) -> None:
         self.index = index
         self.thresholds = thresholds
+        self._thresholds_source = (
+            str(thresholds) if isinstance(thresholds, str | Path) else THRESHOLDS_FILE
+        )
         self.items = items.reset_index(drop=True)
         self.dataset_root = Path(dataset_root)
         self.gallery_rows = gallery_rows
@@ -381,10 +384,7 @@ class Searcher:
         spec = parse_threshold(threshold) if isinstance(threshold, str) else float(threshold)
         if not isinstance(spec, tuple):
             return spec
-        return self._thresholds().lookup(spec[1], self._thresholds_source())
-
-    def _thresholds_source(self) -> str:
-        return str(self.thresholds) if isinstance(self.thresholds, str | Path) else THRESHOLDS_FILE
+        return self._thresholds().lookup(spec[1], self._thresholds_source)
 
     def _thresholds(self) -> Thresholds:
         """The validate stage's thresholds, read once and checked against these embeddings."""
