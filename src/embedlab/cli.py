@@ -111,10 +111,27 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-grid-rows", type=at_least(1), default=32, help="queries drawn in --out at most (32)"
     )
+    parser.add_argument(
+        "--threshold",
+        default=None,
+        metavar="T",
+        help="mark neighbours at or beyond a distance (0.83), or beyond the distance validate "
+        "chose at a false match rate (fmr=0.001, from reports/thresholds.json), as no match",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        default=None,
+        help="the validate stage's thresholds (default: reports/thresholds.json beside data/)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as one JSON document"
+    )
 
 
 def format_table(result: object, query: int, out: TextIO) -> None:
-    """Print one query's neighbours as ``rank  path  label  distance`` columns.
+    """Print one query's neighbours as ``rank  path  label  distance`` columns (and
+    ``match``: yes, or "no match" beyond the threshold, when a threshold was given).
 
     Example:
         >>> import io, numpy as np
@@ -125,6 +142,11 @@ def format_table(result: object, query: int, out: TextIO) -> None:
         query: q.png
         rank  path     label  distance
            1  a/b.png      7    0.5000
+        >>> r.threshold, r.matches = 0.4, np.array([[False, False]])
+        >>> buffer = io.StringIO(); format_table(r, 0, buffer); print(buffer.getvalue().strip())
+        query: q.png
+        rank  path     label  distance  match (distance < 0.4000)
+           1  a/b.png      7    0.5000  no match
     """
     from embedlab.embedding.searcher import SearchResult
 
@@ -133,33 +155,57 @@ def format_table(result: object, query: int, out: TextIO) -> None:
     paths = [result.paths[query][r] for r in found]
     width = max([len("path"), *(len(p) for p in paths)])
     out.write(f"query: {result.queries[query]}\n")
-    out.write(f"rank  {'path':<{width}}  label  distance\n")
+    decided = result.matches is not None and result.threshold is not None
+    head = f"  match (distance < {result.threshold:.4f})" if decided else ""
+    out.write(f"rank  {'path':<{width}}  label  distance{head}\n")
     for rank, path in zip(found, paths, strict=True):
         label, distance = int(result.labels[query, rank]), float(result.distances[query, rank])
-        out.write(f"{rank + 1:>4}  {path:<{width}}  {label:>5}  {distance:>8.4f}\n")
+        line = f"{rank + 1:>4}  {path:<{width}}  {label:>5}  {distance:>8.4f}"
+        if decided:
+            assert result.matches is not None
+            line += "  yes" if result.matches[query, rank] else "  no match"
+        out.write(line + "\n")
     if not found:
         out.write("(no gallery item)\n")
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    import json
+
     from embedlab.embedding.searcher import Searcher, expand_image_paths
+    from embedlab.models.thresholds import parse_threshold
 
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise EmbedlabError(f"--out {args.out}: the grid is written as PNG, name it *.png")
+    if args.threshold is not None:
+        parse_threshold(args.threshold)  # a malformed value fails before any work
     queries = expand_image_paths(args.paths)
     searcher = Searcher.load(
-        args.embeddings, gallery=args.gallery, model_dir=args.models, index=args.index
+        args.embeddings,
+        gallery=args.gallery,
+        model_dir=args.models,
+        index=args.index,
+        thresholds=args.thresholds,
     )
+    if args.threshold is not None:
+        searcher.resolve_threshold(args.threshold)  # an unknown rate fails before embedding
     result = searcher.search(
-        [str(q) for q in queries], k=args.top_k, exclude_self=args.exclude_self, rerank=args.rerank
+        [str(q) for q in queries],
+        k=args.top_k,
+        exclude_self=args.exclude_self,
+        rerank=args.rerank,
+        threshold=args.threshold,
     )
-    for number in range(len(queries)):
-        if number:
-            sys.stdout.write("\n")
-        format_table(result, number, sys.stdout)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        for number in range(len(queries)):
+            if number:
+                sys.stdout.write("\n")
+            format_table(result, number, sys.stdout)
     if args.out is not None:
         _write_grid(result, queries, args.out, args.max_grid_rows)
-        sys.stdout.write(f"\ngrid written to {args.out}\n")
+        (sys.stderr if args.json else sys.stdout).write(f"\ngrid written to {args.out}\n")
     return 0
 
 
@@ -167,7 +213,8 @@ def _write_grid(result: object, queries: Sequence[Path], out: Path, max_rows: in
     """The validation pictures' drawing: query, then top-k framed green/red with distances.
 
     A frame is green when the item has the query's label; for a query that is not an
-    image of the dataset (label unknown) every retrieved frame is green.
+    image of the dataset (label unknown) every retrieved frame is green. With a
+    threshold, items at or beyond it are drawn as no match (grey frame, faded, captioned).
     """
     from embedlab.data.datasets import load_image
     from embedlab.embedding.searcher import SearchResult
@@ -190,6 +237,9 @@ def _write_grid(result: object, queries: Sequence[Path], out: Path, max_rows: in
                     query_label is None or int(result.labels[number, r]) == query_label
                     for r in found
                 ],
+                matched=None
+                if result.matches is None
+                else [bool(result.matches[number, r]) for r in found],
             )
         )
     grid = draw_retrieval_grid(rows)
@@ -221,6 +271,16 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export the pairwise re-ranker (<models>/reranker/) as ONNX instead",
     )
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        default=None,
+        help="verification thresholds to embed (default: reports/thresholds.json beside "
+        "<models>, when it exists)",
+    )
+    parser.add_argument(
+        "--no-thresholds", action="store_true", help="embed no verification thresholds"
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -232,8 +292,23 @@ def _run_export(args: argparse.Namespace) -> int:
         path = export_reranker(args.models, args.out)
         sys.stdout.write(f"exported onnx re-ranker to {path}\n")
         return 0
-    path = export_extractor(args.models, args.fmt, args.out, dynamo=args.dynamo)
-    sys.stdout.write(f"exported {args.fmt} extractor to {path}\n")
+    from embedlab.models.export import exported_thresholds
+
+    path = export_extractor(
+        args.models,
+        args.fmt,
+        args.out,
+        dynamo=args.dynamo,
+        thresholds=args.thresholds,
+        with_thresholds=not args.no_thresholds,
+    )
+    chosen = exported_thresholds(path)
+    carried = (
+        "no thresholds"
+        if chosen is None
+        else "thresholds at " + ", ".join(f"fmr={r:g}" for r in chosen.rates)
+    )
+    sys.stdout.write(f"exported {args.fmt} extractor to {path} ({carried})\n")
     return 0
 
 

@@ -576,9 +576,10 @@ class ValidateParams(_Section):
     pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
     r_metrics: bool = True
     """Also report ``map@R`` and ``r_precision`` (R = relevant gallery items of a query)."""
-    fnmr_fmr: list[float] = Field(default_factory=list)
-    """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``); exact,
-    two extra passes over all query x gallery distances."""
+    fnmr_fmr: list[float] = Field(default_factory=lambda: [0.001, 0.01])
+    """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``) and to
+    choose a verification threshold (``reports/thresholds.json``); exact, four extra
+    passes over all query x gallery distances."""
     postprocess: list[Literal["aqe", "k_reciprocal"]] = Field(default_factory=list)
     """Post-processors applied in order to the ranking; the metrics after each step are
     reported beside the plain ones (``aqe/cmc@1``, then ``aqe+k_reciprocal/cmc@1``). A

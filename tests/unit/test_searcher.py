@@ -239,3 +239,9 @@ def test_search_rerank_reorders_the_top_n_by_the_pairwise_model(tmp_path: Path) 
     assert reranked.ids[0, :3].tolist() == expected
     with pytest.raises(EmbedlabError, match="image queries"):
         searcher.search(np.zeros((1, 32), dtype=np.float32), k=3, rerank=2)
+    # a threshold decides on each item's embedding distance, whatever order re-ranking chose
+    cut = float(plain.distances[0, 1] + plain.distances[0, 2]) / 2  # between 2nd and 3rd
+    decided = searcher.search(query, k=6, rerank=3, threshold=cut)
+    embedding_distance = dict(zip(plain.ids[0].tolist(), plain.distances[0].tolist(), strict=True))
+    expected_matches = [embedding_distance[i] < cut for i in decided.ids[0].tolist()]
+    assert decided.matches[0].tolist() == expected_matches and sum(expected_matches) == 2

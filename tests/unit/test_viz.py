@@ -211,3 +211,26 @@ def test_render_validation_images_draws_predictions_and_worst_queries(
         CORRECT_COLOR,
         WRONG_COLOR,
     ]
+
+
+def test_no_match_items_are_grey_faded_and_captioned() -> None:
+    from embedlab.viz import NO_MATCH_COLOR
+    from embedlab.viz.grids import NO_MATCH_FADE
+
+    query, a, b = load_image(0), load_image(1), load_image(2)
+    row = GridRow(query, [a, b], [0.2, 0.9], [True, True], matched=[True, False])
+    grid = draw_retrieval_grid([row])
+    assert frame_pixel(grid, 0, 1, 2) == CORRECT_COLOR  # below the threshold: as before
+    assert frame_pixel(grid, 0, 2, 2) == NO_MATCH_COLOR
+    faded = tuple(round(c * (1 - NO_MATCH_FADE) + 255 * NO_MATCH_FADE) for c in colour_of(2))
+    assert all(abs(x - y) <= 1 for x, y in zip(centre_pixel(grid, 0, 2, 2), faded, strict=True))
+    # the caption under the no-match tile ("no match 0.900") is wider than a bare distance's
+
+    def inked_width(column: int) -> int:
+        left, _, right, bottom = tile_box(0, column, 2)
+        caption = np.asarray(grid.crop((left, bottom, right, bottom + CAPTION_HEIGHT)).convert("L"))
+        return int(np.ptp(np.flatnonzero((caption < 128).any(axis=0))))
+
+    assert inked_width(2) > 1.5 * inked_width(1)
+    with pytest.raises(EmbedlabError, match="matched has 1 entries for 2 retrieved items"):
+        GridRow(query, [a, b], [0.2, 0.9], [True, True], matched=[True])

@@ -9,6 +9,10 @@
     result.ids, result.paths, result.distances     # [Q, k] each
     print(result.to_frame())
 
+    # a verification decision: the threshold validate chose at a false match rate of 0.1%
+    # (reports/thresholds.json), or a distance: result.matches is [Q, k] bool
+    result = searcher.search(["query.jpg"], k=5, threshold="fmr=0.001")
+
 Images are decoded and preprocessed exactly as at training time: the extractor and its
 preprocessing come from ``models/extractor.json`` (:func:`embedlab.models.load_extractor`
 and :func:`embedlab.data.transforms.eval_transform`), and it must be the extractor that
@@ -32,6 +36,7 @@ from PIL import Image
 from embedlab.embedding.store import ITEMS_FILE, read_store
 from embedlab.errors import EmbedlabError
 from embedlab.io import file_sha256
+from embedlab.models.thresholds import THRESHOLDS_FILE, Thresholds, parse_threshold, read_thresholds
 from embedlab.retrieval.index import ExactIndex, FaissIndex
 
 __all__ = [
@@ -92,6 +97,9 @@ class SearchResult:
         paths: per query, the ``k`` paths as written in the manifest (``""`` = none).
         files: the same paths resolved against the dataset root (to open the images).
         query_labels: the query's label when it is an image of the dataset, else None.
+        threshold: the distance a match must stay strictly below (None: no decision).
+        matches: ``[Q, k]`` bool, ``distance < threshold`` of each found neighbour (with
+            re-ranking, its embedding distance); None without a threshold.
     """
 
     queries: list[str]
@@ -101,26 +109,53 @@ class SearchResult:
     paths: list[list[str]]
     files: list[list[str]]
     query_labels: list[int | None] = field(default_factory=list)
+    threshold: float | None = None
+    matches: np.ndarray | None = None
+
+    def records(self, query: int) -> list[dict[str, Any]]:
+        """One dict per found neighbour of a query: ``rank, row_id, path, label, distance``
+        (and ``match`` with a threshold)."""
+        out = []
+        for rank in range(self.ids.shape[1]):
+            if self.ids[query, rank] < 0:
+                continue
+            record = {
+                "rank": rank + 1,
+                "row_id": int(self.ids[query, rank]),
+                "path": self.paths[query][rank],
+                "label": int(self.labels[query, rank]),
+                "distance": float(self.distances[query, rank]),
+            }
+            if self.matches is not None:
+                record["match"] = bool(self.matches[query, rank])
+            out.append(record)
+        return out
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (query, rank): ``query, rank, row_id, path, label, distance``."""
-        records = []
-        for q, name in enumerate(self.queries):
-            for rank in range(self.ids.shape[1]):
-                if self.ids[q, rank] < 0:
-                    continue
-                records.append(
-                    {
-                        "query": name,
-                        "rank": rank + 1,
-                        "row_id": int(self.ids[q, rank]),
-                        "path": self.paths[q][rank],
-                        "label": int(self.labels[q, rank]),
-                        "distance": float(self.distances[q, rank]),
-                    }
-                )
+        """One row per (query, rank): ``query, rank, row_id, path, label, distance`` (and
+        ``match`` with a threshold)."""
         columns = ["query", "rank", "row_id", "path", "label", "distance"]
-        return pd.DataFrame.from_records(records, columns=columns)
+        if self.matches is not None:
+            columns.append("match")
+        rows = [
+            {"query": name, **r} for q, name in enumerate(self.queries) for r in self.records(q)
+        ]
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"threshold": t or null, "queries": [{"query", "query_label", "results"}]}``
+        with :meth:`records` as each query's results (``embedlab search --json``)."""
+        return {
+            "threshold": self.threshold,
+            "queries": [
+                {
+                    "query": name,
+                    "query_label": self.query_labels[q] if self.query_labels else None,
+                    "results": self.records(q),
+                }
+                for q, name in enumerate(self.queries)
+            ],
+        }
 
 
 class Searcher:
@@ -141,6 +176,9 @@ class Searcher:
         extractor_sha256: hash of the weights the embeddings came from (checked if given).
         device: where the extractor runs.
         batch_size: images per forward pass.
+        thresholds: the validate stage's thresholds, or the path of its
+            ``thresholds.json`` (read when a search asks for a rate; checked against
+            ``extractor_sha256`` and the index's metric).
 
     Example:
         >>> items = pd.DataFrame({"row_id": [0, 1, 2], "path": ["a.png", "b.png", "c.png"],
@@ -164,8 +202,13 @@ class Searcher:
         extractor_sha256: str | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        thresholds: Thresholds | str | Path | None = None,
     ) -> None:
         self.index = index
+        self.thresholds = thresholds
+        self._thresholds_source = (
+            str(thresholds) if isinstance(thresholds, str | Path) else THRESHOLDS_FILE
+        )
         self.items = items.reset_index(drop=True)
         self.dataset_root = Path(dataset_root)
         self.gallery_rows = gallery_rows
@@ -202,6 +245,7 @@ class Searcher:
         index: str | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        thresholds: str | Path | None = None,
     ) -> Searcher:
         """Open ``embeddings_dir`` (``embeddings.npy``, ``items.parquet``, ``info.json``).
 
@@ -214,6 +258,9 @@ class Searcher:
             index: ``exact`` or ``faiss``; default: what ``embed.index`` built.
             device: where the extractor runs.
             batch_size: images per forward pass.
+            thresholds: the validate stage's ``thresholds.json``; default
+                ``<embeddings_dir>/../../reports/thresholds.json`` (the repo layout), read
+                only when a search asks for a false match rate.
         """
         store = read_store(embeddings_dir)
         root, info, items = store.root, store.info, store.items
@@ -245,6 +292,8 @@ class Searcher:
             index_rows, rows = rows, None
         if model_dir is None:
             model_dir = root.resolve().parent.parent / "models"
+        if thresholds is None:
+            thresholds = root.resolve().parent.parent / "reports" / THRESHOLDS_FILE
         return cls(
             built,
             items,
@@ -256,11 +305,18 @@ class Searcher:
             extractor_sha256=info.extractor_sha256,
             device=device,
             batch_size=batch_size,
+            thresholds=thresholds,
         )
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: Any, k: int = 5, *, exclude_self: bool = False, rerank: int = 0
+        self,
+        queries: Any,
+        k: int = 5,
+        *,
+        exclude_self: bool = False,
+        rerank: int = 0,
+        threshold: float | str | None = None,
     ) -> SearchResult:
         """The ``k`` nearest gallery items of each query.
 
@@ -271,7 +327,12 @@ class Searcher:
             exclude_self: drop the query's own row when the query is a file of the dataset.
             rerank: re-order each query's first ``rerank`` neighbours with the pairwise
                 re-ranker of ``<model_dir>/reranker/`` (image queries only; 0: off).
+            threshold: a distance, or ``"fmr=RATE"`` for the distance the validate stage
+                chose at that false match rate: neighbours at or beyond it are marked as no
+                match (``result.matches``). With ``rerank`` the decision reads each item's
+                embedding distance, which the threshold was chosen on.
         """
+        limit = None if threshold is None else self.resolve_threshold(threshold)
         if k < 1 or rerank < 0:
             raise EmbedlabError(f"search: k must be >= 1 and rerank >= 0, got {k}, {rerank}")
         if rerank and isinstance(queries, torch.Tensor | np.ndarray):
@@ -288,9 +349,14 @@ class Searcher:
         )
         if exclude_self:
             dist, item_pos = _drop_rows(dist, item_pos, self_rows, width)
+        embedding_dist, embedding_pos = dist, item_pos
         if rerank:
             dist, item_pos = self._rerank(_as_list(queries), dist, item_pos, rerank)
         dist, item_pos = dist[:, :k], item_pos[:, :k]
+        matches = None
+        if limit is not None:
+            compared = _distances_of(item_pos, embedding_pos, embedding_dist) if rerank else dist
+            matches = (item_pos >= 0) & (compared < np.float32(limit))
         found = item_pos >= 0
         safe = np.maximum(item_pos, 0)
         ids = np.where(found, self._row_ids[safe], -1)
@@ -298,7 +364,38 @@ class Searcher:
         paths = [[str(self._paths[p]) if p >= 0 else "" for p in row] for row in item_pos]
         files = [[self.resolve(p) if p else "" for p in row] for row in paths]
         query_labels = [None if r < 0 else int(self._labels[r]) for r in self_rows]
-        return SearchResult(names, ids, dist.astype(np.float32), labels, paths, files, query_labels)
+        return SearchResult(
+            names, ids, dist.astype(np.float32), labels, paths, files, query_labels, limit, matches
+        )
+
+    def resolve_threshold(self, threshold: float | str) -> float:
+        """The distance of a ``threshold`` argument: a number as it is, ``"0.83"`` parsed,
+        ``"fmr=0.001"`` looked up in the validate stage's thresholds (one-line error
+        listing the rates there when it has none at that rate).
+
+        Example:
+            >>> from embedlab.models.thresholds import Threshold
+            >>> chosen = Thresholds("euclidean", "", 10, 90, (Threshold(0.01, 0.8, 0.0, 0.2),))
+            >>> items = pd.DataFrame({"row_id": [0], "path": ["a.png"], "label": [7]})
+            >>> searcher = Searcher(ExactIndex(np.zeros((1, 2))), items, "/d", thresholds=chosen)
+            >>> searcher.resolve_threshold("fmr=0.01"), searcher.resolve_threshold("0.5")
+            (0.8, 0.5)
+        """
+        spec = parse_threshold(threshold) if isinstance(threshold, str) else float(threshold)
+        if not isinstance(spec, tuple):
+            return spec
+        return self._thresholds().lookup(spec[1], self._thresholds_source)
+
+    def _thresholds(self) -> Thresholds:
+        """The validate stage's thresholds, read once and checked against these embeddings."""
+        if self.thresholds is None:
+            raise EmbedlabError("search: no thresholds given to look a false match rate up in")
+        if not isinstance(self.thresholds, Thresholds):
+            source = Path(self.thresholds)
+            chosen = read_thresholds(source)
+            chosen.check_belongs_to(self.extractor_sha256 or "", self.index.metric, source)
+            self.thresholds = chosen
+        return self.thresholds
 
     def resolve(self, path: str) -> str:
         """A manifest path joined with the dataset root (absolute paths stay as they are)."""
@@ -427,6 +524,22 @@ class Searcher:
                 )
             self._model = model
         return self._model
+
+
+def _distances_of(
+    item_pos: np.ndarray, embedding_pos: np.ndarray, embedding_dist: np.ndarray
+) -> np.ndarray:
+    """Each item's embedding distance, read from the search before re-ranking re-ordered it.
+
+    >>> before = np.array([[0.1, 0.2, np.inf]])
+    >>> _distances_of(np.array([[5, 3, -1]]), np.array([[3, 5, -1]]), before)
+    array([[0.2, 0.1, inf]])
+    """
+    out = np.full(item_pos.shape, np.inf, dtype=np.float64)
+    for q in range(len(item_pos)):
+        known = dict(zip(embedding_pos[q].tolist(), embedding_dist[q].tolist(), strict=True))
+        out[q] = [known.get(p, np.inf) if p >= 0 else np.inf for p in item_pos[q].tolist()]
+    return out.astype(embedding_dist.dtype)
 
 
 def _as_list(queries: Any) -> list[Query]:

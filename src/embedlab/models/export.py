@@ -6,7 +6,10 @@ time (resize, scale to [0, 1], normalise with the saved mean/std, see
 embeddings (L2-normalised when the extractor normalises). The batch size is dynamic.
 The extractor's config (``extractor.json``: arch, preprocessing, feature size) travels
 inside the file: ONNX ``metadata_props["embedlab.extractor"]``, TorchScript extra file
-``extractor.json``.
+``extractor.json``. So do the verification thresholds the validate stage chose for these
+weights (``reports/thresholds.json``: each distance with the false match rate it was
+chosen at): ONNX ``metadata_props["embedlab.thresholds"]``, TorchScript extra file
+``thresholds.json``; :func:`exported_thresholds` reads them back.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from embedlab.models.extractor import (
     load_extractor,
 )
 from embedlab.models.pairwise import PairwiseModel, load_reranker
+from embedlab.models.thresholds import THRESHOLDS_FILE, Thresholds, read_thresholds
 
 __all__ = [
     "DEFAULT_NAMES",
@@ -36,6 +40,7 @@ __all__ = [
     "export_reranker",
     "export_reranker_onnx",
     "export_torchscript",
+    "exported_thresholds",
 ]
 
 Format = Literal["onnx", "torchscript"]
@@ -45,6 +50,7 @@ DEFAULT_NAMES: dict[str, str] = {"onnx": "extractor.onnx", "torchscript": "extra
 
 INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
 METADATA_KEY = "embedlab.extractor"
+THRESHOLDS_KEY = "embedlab.thresholds"
 
 
 def _example_input(model: TimmExtractor, batch: int = 2) -> torch.Tensor:
@@ -53,13 +59,18 @@ def _example_input(model: TimmExtractor, batch: int = 2) -> torch.Tensor:
 
 
 def export_onnx(
-    model: TimmExtractor, path: str | Path, opset: int = 18, dynamo: bool = False
+    model: TimmExtractor,
+    path: str | Path,
+    opset: int = 18,
+    dynamo: bool = False,
+    thresholds: Thresholds | None = None,
 ) -> Path:
     """Write ``model`` as an ONNX file with a dynamic batch axis, atomically.
 
     ``dynamo=False`` uses PyTorch's TorchScript-based exporter (well-trodden for timm
     models and ~30x faster to run); ``dynamo=True`` the ``torch.export``-based one
-    (needs ``onnxscript``). Both give the same embeddings within 1e-4.
+    (needs ``onnxscript``). Both give the same embeddings within 1e-4. ``thresholds``
+    travel in ``metadata_props["embedlab.thresholds"]``.
 
     Example:
         >>> import tempfile, pathlib, onnxruntime
@@ -105,6 +116,9 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(model.config())
+        if thresholds is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = THRESHOLDS_KEY, json.dumps(thresholds.to_json())
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return path
@@ -153,8 +167,11 @@ def export_reranker_onnx(model: PairwiseModel, path: str | Path, opset: int = 18
     return path
 
 
-def export_torchscript(model: TimmExtractor, path: str | Path) -> Path:
-    """Write ``model`` as a traced TorchScript module (``torch.jit.load`` reads it), atomically.
+def export_torchscript(
+    model: TimmExtractor, path: str | Path, thresholds: Thresholds | None = None
+) -> Path:
+    """Write ``model`` as a traced TorchScript module (``torch.jit.load`` reads it), atomically;
+    ``thresholds`` travel as the extra file ``thresholds.json``.
 
     Example:
         >>> import tempfile, pathlib
@@ -172,10 +189,41 @@ def export_torchscript(model: TimmExtractor, path: str | Path) -> Path:
         traced = torch.jit.freeze(traced)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save's deprecation notice
-        torch.jit.save(
-            traced, str(tmp), _extra_files={EXTRACTOR_CONFIG: json.dumps(model.config())}
-        )
+        extra = {EXTRACTOR_CONFIG: json.dumps(model.config())}
+        if thresholds is not None:
+            extra[THRESHOLDS_FILE] = json.dumps(thresholds.to_json())
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
     return path
+
+
+def exported_thresholds(path: str | Path) -> Thresholds | None:
+    """The thresholds inside an exported ONNX or TorchScript file (None: it has none).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from embedlab.models.thresholds import Threshold
+        >>> model = TimmExtractor("resnet10t", input_size=16).eval()
+        >>> chosen = Thresholds("euclidean", "ab", 10, 90, (Threshold(0.01, 0.8, 0.0099, 0.2),))
+        >>> path = export_torchscript(model, pathlib.Path(tempfile.mkdtemp()) / "m.pt", chosen)
+        >>> exported_thresholds(path) == chosen
+        True
+    """
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in proto.metadata_props}
+        text = props.get(THRESHOLDS_KEY)
+    else:
+        extra = {THRESHOLDS_FILE: ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            torch.jit.load(str(path), _extra_files=extra)
+        text = extra[THRESHOLDS_FILE] or None
+    if text is None:
+        return None
+    return Thresholds.from_json(json.loads(text), f"{path} ({THRESHOLDS_KEY})")
 
 
 def export_extractor(
@@ -184,6 +232,8 @@ def export_extractor(
     out: str | Path | None = None,
     *,
     dynamo: bool = False,
+    thresholds: str | Path | None = None,
+    with_thresholds: bool = True,
 ) -> Path:
     """Export the extractor saved in ``model_dir``; return the written file.
 
@@ -192,6 +242,10 @@ def export_extractor(
         fmt: ``onnx`` or ``torchscript``.
         out: output file (or folder); default ``<model_dir>/extractor.onnx`` or ``extractor.pt``.
         dynamo: ONNX only: use the ``torch.export``-based exporter.
+        thresholds: the validate stage's ``thresholds.json`` to embed (refused when chosen
+            for other weights); default ``<model_dir>/../reports/thresholds.json``, left
+            out when that file does not exist.
+        with_thresholds: False: embed no thresholds.
 
     Example:
         >>> import tempfile, pathlib
@@ -209,6 +263,7 @@ def export_extractor(
     if fmt not in FORMATS:
         raise EmbedlabError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = load_extractor(model_dir)
+    chosen = _thresholds_for(Path(model_dir), thresholds) if with_thresholds else None
     target = Path(out) if out is not None else Path(model_dir) / DEFAULT_NAMES[fmt]
     if target.is_dir():
         target = target / DEFAULT_NAMES[fmt]
@@ -222,8 +277,22 @@ def export_extractor(
             raise EmbedlabError(
                 "ONNX export needs onnx and onnxscript: pip install 'embedlab[export]'"
             ) from None
-        return export_onnx(model, target, dynamo=dynamo)
-    return export_torchscript(model, target)
+        return export_onnx(model, target, dynamo=dynamo, thresholds=chosen)
+    return export_torchscript(model, target, thresholds=chosen)
+
+
+def _thresholds_for(model_dir: Path, path: str | Path | None) -> Thresholds | None:
+    """The thresholds of the weights in ``model_dir`` (None when the default file is absent)."""
+    source = Path(path) if path is not None else model_dir.parent / "reports" / THRESHOLDS_FILE
+    if path is None and not source.is_file():
+        return None
+    chosen = read_thresholds(source)
+    if chosen.extractor_sha256 != file_sha256(model_dir / EXTRACTOR_WEIGHTS):
+        raise EmbedlabError(
+            f"{source}: chosen for other weights than {model_dir / EXTRACTOR_WEIGHTS} "
+            "(rerun the validate stage, or export --no-thresholds)"
+        )
+    return chosen
 
 
 def export_reranker(model_dir: str | Path = "models", out: str | Path | None = None) -> Path:

@@ -25,9 +25,11 @@ from embedlab.lightning import ExtractorModule
 from embedlab.lightning.trainer import build_trainer
 from embedlab.metrics import OVERALL, EmbeddingMetrics, MetricTable, score
 from embedlab.metrics.baseline import BASELINE_PREFIX, raw_pixel_table
+from embedlab.metrics.verification import choose_result_thresholds
 from embedlab.models import load_extractor
 from embedlab.models.extractor import EXTRACTOR_WEIGHTS
 from embedlab.models.pairwise import load_reranker
+from embedlab.models.thresholds import Threshold, Thresholds
 from embedlab.retrieval import RetrievalResults, retrieve
 from embedlab.stages.common import (
     ALL_METRICS_REPORT,
@@ -39,6 +41,7 @@ from embedlab.stages.common import (
     PER_QUERY_REPORT,
     RERANKED_RUN,
     RERANKER_DIR,
+    THRESHOLDS_REPORT,
     TRAIN_REPORT,
     log,
 )
@@ -138,6 +141,26 @@ def metric_reports(
     return headline, categories if len(categories) > 1 else {}, full
 
 
+def verification_thresholds(
+    results: RetrievalResults, fmr_vals: list[float], extractor_sha256: str
+) -> Thresholds:
+    """``reports/thresholds.json``: the distance chosen at each ``validate.fnmr_fmr`` rate
+    on the validation pairs, with the FMR and FNMR it gives there, keyed to the weights.
+
+    >>> import torch
+    >>> from embedlab.retrieval import QueryGallery, retrieve
+    >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [3.0], [7.0]]), [0, 0, 1, 1])
+    >>> chosen = verification_thresholds(retrieve(qg, 1), [0.25], "ab")
+    >>> chosen.lookup(0.25), chosen.entries[0].fnmr, chosen.n_negative
+    (3.0, 0.5, 8)
+    """
+    choice = choose_result_thresholds(results, fmr_vals)
+    entries = tuple(Threshold(c.fmr_target, c.threshold, c.fmr, c.fnmr) for c in choice.entries)
+    return Thresholds(
+        results.metric, extractor_sha256, choice.n_positive, choice.n_negative, entries
+    )
+
+
 def validation_reranker(
     params: Params, root: Path, dataset: DatasetQueryGallery
 ) -> PairwiseReranker | None:
@@ -226,8 +249,9 @@ def rerank_if_enabled(
 
 def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Write ``reports/metrics*.json`` (:func:`metric_reports`),
-    ``reports/per_query.csv``, ``reports/topk.csv``, ``reports/images/`` and
-    ``reports/reranked/`` (:func:`write_reranked_run`).
+    ``reports/per_query.csv``, ``reports/topk.csv``, ``reports/thresholds.json``
+    (:func:`verification_thresholds`), ``reports/images/`` and ``reports/reranked/``
+    (:func:`write_reranked_run`).
 
     With ``rerank.enabled``, the trained re-ranker re-orders each query's top
     ``rerank.top_n`` and its metrics are reported beside the plain ones
@@ -275,6 +299,9 @@ def run_validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         per_query_table(results, table, callback.dataset).to_csv(tmp, index=False)
     with atomic_path(root / TOPK_FILE) as tmp:  # what `embedlab compare` shows side by side
         topk_table(results, callback.dataset.df["row_id"].to_numpy()).to_csv(tmp, index=False)
+    weights_sha256 = file_sha256(root / MODELS_DIR / EXTRACTOR_WEIGHTS)
+    thresholds = verification_thresholds(results, cfg.fnmr_fmr, weights_sha256)
+    thresholds.write(root / THRESHOLDS_REPORT)
     for name, image in images.items():
         with atomic_path(root / IMAGES_DIR / f"{name}.png") as tmp:
             image.save(tmp, format="PNG")

@@ -3,6 +3,7 @@
 from embedlab.viz.grids import (
     CORRECT_COLOR,
     MISSED_COLOR,
+    NO_MATCH_COLOR,
     QUERY_COLOR,
     WRONG_COLOR,
     GridRow,
@@ -16,6 +17,7 @@ from embedlab.viz.grids import (
 __all__ = [
     "CORRECT_COLOR",
     "MISSED_COLOR",
+    "NO_MATCH_COLOR",
     "QUERY_COLOR",
     "WRONG_COLOR",
     "GridRow",

@@ -2,7 +2,9 @@
 
 Each row: the query (blue frame), its top-k gallery items (green frame when relevant,
 red when not, distance printed under each) and, after a gap, up to a few relevant
-gallery items that did not make the top k (grey frame). PIL only.
+gallery items that did not make the top k (grey frame). With a verification threshold,
+retrieved items at or beyond it are *no match*: light-grey frame, faded image and the
+caption ``no match <distance>``. PIL only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "BACKGROUND_COLOR",
     "CORRECT_COLOR",
     "MISSED_COLOR",
+    "NO_MATCH_COLOR",
     "QUERY_COLOR",
     "WRONG_COLOR",
     "GridRow",
@@ -37,6 +40,9 @@ QUERY_COLOR: RGB = (0, 90, 255)
 CORRECT_COLOR: RGB = (0, 170, 0)
 WRONG_COLOR: RGB = (220, 0, 0)
 MISSED_COLOR: RGB = (128, 128, 128)
+NO_MATCH_COLOR: RGB = (200, 200, 200)
+NO_MATCH_FADE = 0.6
+"""Share of white blended into a no-match item's image."""
 BACKGROUND_COLOR: RGB = (255, 255, 255)
 TEXT_COLOR: RGB = (0, 0, 0)
 
@@ -56,8 +62,15 @@ class GridRow:
     relevant: list[bool]
     missed: list[Image.Image] = field(default_factory=list)
     missed_distances: list[float] = field(default_factory=list)
+    matched: list[bool] | None = None
+    """Per retrieved item, whether it is below the verification threshold (None: no threshold)."""
 
     def __post_init__(self) -> None:
+        if self.matched is not None and len(self.matched) != len(self.retrieved):
+            raise EmbedlabError(
+                f"GridRow: matched has {len(self.matched)} entries for "
+                f"{len(self.retrieved)} retrieved items"
+            )
         if not len(self.retrieved) == len(self.distances) == len(self.relevant):
             raise EmbedlabError(
                 f"GridRow: retrieved, distances and relevant must have one entry per item, got "
@@ -112,6 +125,9 @@ def draw_retrieval_grid(rows: Sequence[GridRow], cell: int = 96) -> Image.Image:
         (228, 70)
         >>> grid.getpixel(tile_box(0, 1, 2, cell=48)[:2]) == CORRECT_COLOR
         True
+        >>> row.matched = [True, False]  # the second item is beyond the threshold
+        >>> draw_retrieval_grid([row], cell=48).getpixel(tile_box(0, 2, 2, cell=48)[:2])
+        (200, 200, 200)
     """
     if not rows:
         raise EmbedlabError("draw_retrieval_grid: no rows to draw")
@@ -127,9 +143,15 @@ def draw_retrieval_grid(rows: Sequence[GridRow], cell: int = 96) -> Image.Image:
     font = ImageFont.load_default()
     for row_number, row in enumerate(rows):
         tiles: list[tuple[Image.Image, RGB, str]] = [(row.query, QUERY_COLOR, "query")]
-        for image, distance, relevant in zip(
-            row.retrieved, row.distances, row.relevant, strict=True
+        matched = row.matched if row.matched is not None else [True] * len(row.retrieved)
+        for image, distance, relevant, match in zip(
+            row.retrieved, row.distances, row.relevant, matched, strict=True
         ):
+            if not match:
+                faded = Image.blend(image.convert("RGB"), Image.new("RGB", image.size, "white"),
+                                    NO_MATCH_FADE)  # fmt: skip
+                tiles.append((faded, NO_MATCH_COLOR, f"no match {distance:.3f}"))
+                continue
             tiles.append((image, CORRECT_COLOR if relevant else WRONG_COLOR, f"{distance:.3f}"))
         for column, (image, color, caption) in enumerate(tiles):
             _draw_tile(
