@@ -7,19 +7,27 @@ query itself and its sequence left out) on data full of ties.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.metrics import average_precision_score, ndcg_score
 
+from embedlab.cli import main
+from embedlab.data.datasets import DatasetQueryGallery
 from embedlab.errors import EmbedlabError
 from embedlab.metrics import EmbeddingMetrics, calc_full_ranking_metrics, calc_ndcg
 from embedlab.metrics.names import mlflow_name
 from embedlab.retrieval.query_gallery import QueryGallery
 from embedlab.retrieval.ranks import relevant_ranks
 from embedlab.retrieval.results import retrieve
+from embedlab.stages.validate import per_query_table
+from tests.compare_helpers import blobs, write_images
 from tests.unit.metric_cases import compute_quietly
 
 NDCG_K = (1, 3, 10)
@@ -193,7 +201,7 @@ def test_relevant_ranks_do_not_depend_on_the_chunk_size_nor_the_head_width() -> 
 def test_relevant_ranks_of_an_empty_gallery() -> None:
     out = relevant_ranks(
         torch.zeros(2, 3), torch.zeros(0, 3), torch.tensor([0, 1]),
-        torch.zeros(0, dtype=torch.int64), torch.full((2, 1), -1),
+        torch.zeros(0, dtype=torch.int64), torch.full((2, 1), -1), torch.tensor([0, 0]),
     )  # fmt: skip
     assert out.shape == (2, 0)
     m = calc_full_ranking_metrics(out, torch.tensor([0, 0]))
@@ -236,3 +244,35 @@ def test_off_by_default_in_the_oml_shaped_api() -> None:
     result = compute_quietly(metric, _case(0, ties=False, split=False))
     assert not {"ndcg", "mrr", "map@all"} & set(result["OVERALL"])
     assert metric.results is not None and metric.results.relevant_ranks is None
+
+
+def test_validate_per_query_file_carries_them_and_compare_reports_them(tmp_path: Path) -> None:
+    labels = [i % 4 for i in range(40)]
+    for name, spread, lr in [("run-a", 0.45, 0.001), ("run-b", 0.35, 0.003)]:
+        root = tmp_path / name
+        paths = write_images(root, labels)
+        metric = _metric(extra_keys=("paths",))
+        batch = {
+            "embeddings": torch.as_tensor(blobs(labels, spread, seed=len(name) + int(lr * 1e3))),
+            "labels": torch.tensor(labels),
+            "paths": paths,
+        }
+        compute_quietly(metric, batch)
+        manifest = pd.read_csv(root / "data" / "prepared" / "manifest.csv")
+        dataset = DatasetQueryGallery(manifest.assign(row_id=range(40)), root / "data" / "prepared")
+        assert metric.results is not None
+        (root / "reports").mkdir()
+        per_query_table(metric.results, metric.table, dataset).to_csv(
+            root / "reports" / "per_query.csv", index=False
+        )
+        (root / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "train": {"lr": lr}}))
+    out = tmp_path / "out"
+    assert main(["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--out", str(out),
+                 "--no-trackers"]) == 0  # fmt: skip
+    report = json.loads((out / "compare.json").read_text())
+    pa = pd.read_csv(tmp_path / "run-a" / "reports" / "per_query.csv")
+    pb = pd.read_csv(tmp_path / "run-b" / "reports" / "per_query.csv")
+    assert {"ndcg@1", "ndcg@3", "ndcg@10", "map@all", "mrr"} <= set(pa.columns)
+    for key in ("ndcg@3", "map@all", "mrr"):
+        assert report["metrics"][key]["a"] == pytest.approx(pa[key].mean(), abs=1e-12)
+        assert report["metrics"][key]["b"] == pytest.approx(pb[key].mean(), abs=1e-12)

@@ -209,6 +209,7 @@ def retrieve(
             query_labels,
             gallery_labels,
             local,
+            n_relevant,
             metric=metric,
             chunk_size=chunk_size,
             query_ids=query_pos,
