@@ -573,9 +573,14 @@ class ValidateParams(_Section):
     cmc_top_k: list[int] = Field(default_factory=lambda: [1, 5])
     precision_top_k: list[int] = Field(default_factory=lambda: [5])
     map_top_k: list[int] = Field(default_factory=lambda: [5])
+    ndcg_top_k: list[int] = Field(default_factory=lambda: [5])
+    """Cut-offs of ``ndcg@k`` (binary relevance, log2 discount; docs/metrics.md)."""
     pcf_variance: list[float] = Field(default_factory=lambda: [0.5])
     r_metrics: bool = True
     """Also report ``map@R`` and ``r_precision`` (R = relevant gallery items of a query)."""
+    full_ranking_metrics: bool = True
+    """Also report ``map@all`` (average precision with no cut-off) and ``mrr``: the rank
+    of every relevant gallery item, from one more chunked pass over the gallery."""
     fnmr_fmr: list[float] = Field(default_factory=lambda: [0.001, 0.01])
     """False match rates (in [0, 1]) at which to report FNMR (OML's ``fnmr@fmr``) and to
     choose a verification threshold (``reports/thresholds.json``); exact, four extra
@@ -605,7 +610,7 @@ class ValidateParams(_Section):
             return []
         return [value] if isinstance(value, str) else value
 
-    @field_validator("cmc_top_k", "precision_top_k", "map_top_k")
+    @field_validator("cmc_top_k", "precision_top_k", "map_top_k", "ndcg_top_k")
     @classmethod
     def _positive_ks(cls, ks: list[int]) -> list[int]:
         if any(k < 1 for k in ks):

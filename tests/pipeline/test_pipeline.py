@@ -111,13 +111,18 @@ def test_every_stage_wrote_its_outputs(repo: Path) -> None:
     full = json.loads((repo / "reports" / "metrics_all.json").read_text())
     assert full["digits"]["cmc@1"] == full["OVERALL"]["cmc@1"] == metrics["cmc@1"]
     assert 0.0 <= full["OVERALL"]["cmc@1"] <= full["OVERALL"]["cmc@5"] <= 1.0
-    assert {"precision@5", "pcf@0.5"} <= set(full["OVERALL"])
+    assert {"precision@5", "pcf@0.5", "ndcg@5", "map@all", "mrr"} <= set(full["OVERALL"])
+    assert {"ndcg@5", "map@all", "mrr"} <= set(full["baseline/raw_pixels"])
+    # mrr >= cmc@1 (1 where the first item is relevant, more than 0 elsewhere)
+    assert full["OVERALL"]["cmc@1"] <= full["OVERALL"]["mrr"] <= 1.0
     overall = {"cmc": {"1": metrics["cmc@1"]}}
 
     per_query = pd.read_csv(repo / "reports" / "per_query.csv")
     assert len(per_query) == 896
     assert {"row_id", "path", "label", "category", "cmc@1", "map@5"} <= set(per_query.columns)
     assert per_query["cmc@1"].mean() == pytest.approx(overall["cmc"]["1"], abs=1e-6)
+    for key in ("ndcg@5", "map@all", "mrr"):
+        assert per_query[key].mean() == pytest.approx(full["OVERALL"][key], abs=1e-6)
 
     for name in ("predictions", "worst_queries"):
         with Image.open(repo / "reports" / "images" / f"{name}.png") as image:

@@ -40,6 +40,8 @@ def test_repo_params_yaml_is_valid() -> None:
             "train.max_epochs: Input should be greater than or equal to 1",
         ),
         ({"validate": {"cmc_top_k": [0, 5]}}, "validate.cmc_top_k: every k must be >= 1"),
+        ({"validate": {"ndcg_top_k": [5, 0]}}, "validate.ndcg_top_k: every k must be >= 1"),
+        ({"validate": {"full_ranking": True}}, "did you mean 'validate.full_ranking_metrics'?"),
         ({"tracking": {"loggers": ["tensorbord"]}}, "tracking.loggers"),
         ({"prepare": {"source": "imagenet"}}, "prepare.source"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),

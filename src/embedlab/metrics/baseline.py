@@ -74,5 +74,6 @@ def raw_pixel_table(
     rows, _ = raw_pixel_matrix([read_image(i) for i in range(len(query_gallery))], max_side)
     pixels = replace(query_gallery, embeddings=torch.from_numpy(rows))
     results = retrieve(pixels, max([options.top_k, *(p.candidates for p in postprocessors)]),
-                       metric=distance, at_least_r=options.r_metrics)  # fmt: skip
+                       metric=distance, at_least_r=options.r_metrics,
+                       full_ranking=options.full_ranking_metrics)  # fmt: skip
     return score(results, options, apply_postprocessors(results, postprocessors))

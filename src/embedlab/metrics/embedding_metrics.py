@@ -44,7 +44,9 @@ class EmbeddingMetrics:
     of the averages, counted in ``n_queries_no_relevant`` and reported with a warning.
 
     Options: the cut-offs and ``pcf_variance`` (OML's names), ``r_metrics`` (``map@R``,
-    ``r_precision``), ``fnmr_fmr`` (``OVERALL["fnmr@fmr"]``), ``postprocess`` (names
+    ``r_precision``), ``ndcg_top_k`` (``ndcg@k``), ``full_ranking_metrics`` (``map@all``
+    and ``mrr`` over the full ranking: one more chunked pass), ``fnmr_fmr``
+    (``OVERALL["fnmr@fmr"]``), ``postprocess`` (names
     or post-processor objects, applied in order, reported under ``<steps>/<metric>``:
     ``OVERALL["aqe/cmc"][1]``) with ``aqe_k``, ``k1``, ``k2``, ``lambda_value``,
     ``rerank_top_k``.
@@ -93,11 +95,14 @@ class EmbeddingMetrics:
         r_metrics: bool = False,
         fnmr_fmr: Sequence[float] = (),
         postprocess: str | Sequence[str | PostProcessor] = (),
+        ndcg_top_k: Sequence[int] = (),
+        full_ranking_metrics: bool = False,
         **postprocess_options: Any,
     ) -> None:
         self.options = MetricOptions(
             tuple(cmc_top_k), tuple(precision_top_k), tuple(map_top_k),
             tuple(pcf_variance), r_metrics, tuple(float(f) for f in fnmr_fmr),
+            tuple(ndcg_top_k), full_ranking_metrics,
         )  # fmt: skip
         if distance not in METRICS:
             raise EmbedlabError(f"distance must be one of {METRICS}, got {distance!r}")
@@ -181,6 +186,7 @@ class EmbeddingMetrics:
             results = retrieve(
                 qg, width, metric=self.distance, chunk_size=self.chunk_size,  # type: ignore[arg-type]
                 at_least_r=self.options.r_metrics, progress=self.verbose,
+                full_ranking=self.options.full_ranking_metrics,
             )  # fmt: skip
         n_invalid = int((~results.valid_queries).sum())
         if n_invalid:

@@ -27,7 +27,9 @@ __all__ = [
     "OVERALL",
     "UnreducedMetrics",
     "calc_cmc",
+    "calc_full_ranking_metrics",
     "calc_map",
+    "calc_ndcg",
     "calc_pcf",
     "calc_precision",
     "calc_r_metrics",
@@ -40,8 +42,10 @@ RETRIEVAL_METRICS = ("cmc", "precision", "map")
 
 R_METRICS = ("map@R", "r_precision")
 
+FULL_RANKING_METRICS = ("map@all", "mrr")
+
 #: ``{"cmc": {k: Tensor[Q]}, ..., "map@R": Tensor[Q]}``: per-k metrics, or one value per
-#: query for the scalar ones (``map@R``, ``r_precision``).
+#: query for the scalar ones (``map@R``, ``r_precision``, ``map@all``, ``mrr``).
 UnreducedMetrics = dict[str, "dict[int, Tensor] | Tensor"]
 
 
@@ -128,6 +132,72 @@ def calc_map(is_relevant: Tensor, top_k: Sequence[int]) -> dict[int, Tensor]:
     return {k: _column(precision_sum, k) / _column(hits, k).clamp(min=1) for k in top_k}
 
 
+def calc_ndcg(is_relevant: Tensor, n_relevant: Tensor, top_k: Sequence[int]) -> dict[int, Tensor]:
+    """Normalised discounted cumulative gain per query, binary relevance, log2 discount.
+
+    .. math::
+        \\mathrm{ndcg}@k = \\frac{\\sum_{i=1}^{k} \\mathrm{rel}_i / \\log_2(i + 1)}
+                               {\\sum_{i=1}^{\\min(k, n)} 1 / \\log_2(i + 1)}
+
+    The ideal ranking puts the ``n`` relevant items first, so a perfect model scores 1
+    even when ``n < k`` (as ``precision@k`` does); ``n = 0`` gives 0. Equal to
+    scikit-learn's ``ndcg_score(..., k=k, ignore_ties=True)`` on the same ranking.
+
+    Example:
+        >>> rel = torch.tensor([[False, True, True], [True, False, False]])
+        >>> calc_ndcg(rel, torch.tensor([2, 1]), top_k=(1, 3))  # (1/log2 3 + 1/2) / (1 + 1/log2 3)
+        {1: tensor([0., 1.]), 3: tensor([0.6934, 1.0000])}
+    """
+    check_top_k(top_k, "ndcg_top_k")
+    width = is_relevant.shape[1]
+    longest = max([*top_k, width, 1])
+    discount = 1.0 / torch.log2(torch.arange(2, longest + 2, dtype=torch.float64))
+    gain = torch.cumsum(is_relevant.to(torch.float64) * discount[:width], dim=1)
+    ideal = torch.cumsum(discount, dim=0)
+    out = {}
+    for k in top_k:
+        best = n_relevant.clamp(max=k).to(torch.int64)
+        ideal_gain = torch.where(best > 0, ideal[(best - 1).clamp(min=0)], 1.0)
+        out[k] = (_column(gain, k) / ideal_gain).to(torch.float32)
+    return out
+
+
+def calc_full_ranking_metrics(relevant_ranks: Tensor, n_relevant: Tensor) -> dict[str, Tensor]:
+    """Average precision over the full ranking (``map@all``) and reciprocal rank (``mrr``).
+
+    With :math:`r_1 < \\dots < r_n` the ranks of the query's ``n`` relevant items in the
+    full ranking of the gallery:
+
+    .. math::
+        \\mathrm{map@all} = \\frac{1}{n}\\sum_{j=1}^{n} \\frac{j}{r_j}, \\qquad
+        \\mathrm{mrr} = \\frac{1}{r_1}
+
+    ``relevant_ranks`` is ``[Q, R_max]``, 1-based ranks ascending per row, zero-padded
+    (:attr:`~embedlab.retrieval.results.RetrievalResults.relevant_ranks`); a rank
+    missing for an item counts 0. ``n = 0`` gives 0. Computed in float64.
+
+    Example:
+        >>> ranks = torch.tensor([[1, 3, 6], [2, 0, 0], [0, 0, 0]])
+        >>> m = calc_full_ranking_metrics(ranks, torch.tensor([3, 1, 0]))
+        >>> m["map@all"].tolist(), m["mrr"].tolist()  # (1 + 2/3 + 3/6) / 3
+        ([0.7222222222222222, 0.5, 0.0], [1.0, 0.5, 0.0])
+    """
+    if relevant_ranks.ndim != 2 or relevant_ranks.shape[0] != n_relevant.shape[0]:
+        raise EmbedlabError(
+            f"calc_full_ranking_metrics: expected relevant_ranks [Q, R] and n_relevant [Q], "
+            f"got {tuple(relevant_ranks.shape)} and {tuple(n_relevant.shape)}"
+        )
+    ranks = relevant_ranks.to(torch.float64)
+    ranked = ranks > 0
+    order = torch.cumsum(ranked.to(torch.float64), dim=1)
+    precision = torch.where(ranked, order / ranks.clamp(min=1), 0.0)
+    first = ranks[:, 0] if ranks.shape[1] else torch.zeros(ranks.shape[0], dtype=torch.float64)
+    return {
+        "map@all": precision.sum(dim=1) / n_relevant.to(torch.float64).clamp(min=1),
+        "mrr": torch.where(first > 0, 1.0 / first.clamp(min=1), 0.0),
+    }
+
+
 def calc_r_metrics(is_relevant: Tensor, n_relevant: Tensor) -> dict[str, Tensor]:
     """MAP@R and R-precision per query (Musgrave et al. 2020), R = ``n_relevant``.
 
@@ -168,18 +238,21 @@ def calc_retrieval_metrics(
     cmc_top_k: Sequence[int] = (1, 5),
     precision_top_k: Sequence[int] = (5,),
     map_top_k: Sequence[int] = (5,),
+    ndcg_top_k: Sequence[int] = (),
 ) -> UnreducedMetrics:
-    """Per-query ``cmc@k``, ``precision@k`` and ``map@k``.
+    """Per-query ``cmc@k``, ``precision@k``, ``map@k`` and ``ndcg@k``.
 
-    See `calc_cmc`, `calc_precision` and `calc_map` for the formulas.
+    See `calc_cmc`, `calc_precision`, `calc_map` and `calc_ndcg` for the formulas.
 
     Args:
         is_relevant: ``[Q, K]`` bool, relevance of each query's K nearest gallery items.
         n_relevant: ``[Q]`` number of relevant admissible gallery items per query.
         cmc_top_k, precision_top_k, map_top_k: cut-offs (empty tuple = skip the metric).
+        ndcg_top_k: cut-offs of ``ndcg`` (empty tuple, the default: no ``ndcg`` key).
 
     Returns:
-        ``{"cmc": {k: Tensor[Q]}, "precision": {...}, "map": {...}}``.
+        ``{"cmc": {k: Tensor[Q]}, "precision": {...}, "map": {...}}``, and
+        ``"ndcg"`` when ``ndcg_top_k`` is not empty.
 
     Example:
         >>> rel = torch.tensor([[False, True, True], [True, False, False]])
@@ -194,11 +267,14 @@ def calc_retrieval_metrics(
             f"calc_retrieval_metrics: expected is_relevant [Q, K] and n_relevant [Q], got "
             f"{tuple(is_relevant.shape)} and {tuple(n_relevant.shape)}"
         )
-    return {
+    out: UnreducedMetrics = {
         "cmc": calc_cmc(is_relevant, cmc_top_k),
         "precision": calc_precision(is_relevant, n_relevant, precision_top_k),
         "map": calc_map(is_relevant, map_top_k),
     }
+    if ndcg_top_k:
+        out["ndcg"] = calc_ndcg(is_relevant, n_relevant, ndcg_top_k)
+    return out
 
 
 def reject_nonfinite(embeddings: Tensor, where: str) -> None:

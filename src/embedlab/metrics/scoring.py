@@ -17,6 +17,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.metrics.functions import (
     RETRIEVAL_METRICS,
     UnreducedMetrics,
+    calc_full_ranking_metrics,
     calc_pcf,
     calc_r_metrics,
     calc_retrieval_metrics,
@@ -37,8 +38,16 @@ __all__ = ["MetricOptions", "per_query_metrics", "score"]
 class MetricOptions:
     """Which metrics to compute (OML's keyword names).
 
+    ``r_metrics`` adds ``map@R`` and ``r_precision`` (the search then keeps at least R
+    neighbours); ``ndcg_top_k`` the cut-offs of ``ndcg@k``; ``full_ranking_metrics``
+    adds ``map@all`` and ``mrr``, read from the ranks of every relevant item
+    (``retrieve(..., full_ranking=True)``): they are reported for a ranking that
+    carries those ranks, so not after a post-processor, which orders only its head.
+
     >>> MetricOptions(cmc_top_k=(1, 10), r_metrics=True).top_k
     10
+    >>> MetricOptions(ndcg_top_k=(20,)).top_k
+    20
     >>> MetricOptions(map_top_k=(0,))
     Traceback (most recent call last):
     ...
@@ -51,11 +60,14 @@ class MetricOptions:
     pcf_variance: Sequence[float] = (0.5,)
     r_metrics: bool = False
     fnmr_fmr: Sequence[float] = ()
+    ndcg_top_k: Sequence[int] = ()
+    full_ranking_metrics: bool = False
 
     def __post_init__(self) -> None:
         check_top_k(self.cmc_top_k, "cmc_top_k")
         check_top_k(self.precision_top_k, "precision_top_k")
         check_top_k(self.map_top_k, "map_top_k")
+        check_top_k(self.ndcg_top_k, "ndcg_top_k")
         for name in ("pcf_variance", "fnmr_fmr"):
             values = tuple(getattr(self, name))
             if not all(0.0 <= v <= 1.0 for v in values):
@@ -64,11 +76,15 @@ class MetricOptions:
     @property
     def top_k(self) -> int:
         """The largest cut-off of any metric (at least 1): what the search must keep."""
-        return max([*self.cmc_top_k, *self.precision_top_k, *self.map_top_k, 1])
+        cut_offs = (self.cmc_top_k, self.precision_top_k, self.map_top_k, self.ndcg_top_k)
+        return max([*(k for ks in cut_offs for k in ks), 1])
 
 
 def per_query_metrics(results: RetrievalResults, options: MetricOptions) -> UnreducedMetrics:
     """Every per-query metric of one ranking, over all its queries (invalid ones score 0).
+
+    ``map@all`` and ``mrr`` need ``results.relevant_ranks``; without them (a
+    post-processed ranking) they are left out.
 
     >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [3.0]]), [0, 0, 1])
     >>> from embedlab.retrieval.results import retrieve
@@ -81,9 +97,12 @@ def per_query_metrics(results: RetrievalResults, options: MetricOptions) -> Unre
         options.cmc_top_k,
         options.precision_top_k,
         options.map_top_k,
+        options.ndcg_top_k,
     )
     if options.r_metrics:
         out.update(calc_r_metrics(results.relevance, results.n_relevant))
+    if options.full_ranking_metrics and results.relevant_ranks is not None:
+        out.update(calc_full_ranking_metrics(results.relevant_ranks, results.n_relevant))
     return out
 
 

@@ -17,6 +17,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.retrieval.distance import Metric, check_metric
 from embedlab.retrieval.knn import knn
 from embedlab.retrieval.query_gallery import QueryGallery
+from embedlab.retrieval.ranks import relevant_ranks
 
 __all__ = ["RetrievalResults", "count_matches", "count_relevant", "retrieve"]
 
@@ -39,6 +40,10 @@ class RetrievalResults:
         n_relevant: ``[Q]`` admissible relevant gallery items of each query (R).
         metric: the distance (``euclidean`` or ``cosine``).
         chunk_size: query rows per search block (None: from a 256 MiB budget).
+        relevant_ranks: ``[Q, R_max]`` int64 or None: the 1-based rank of every relevant
+            item in the query's full ranking, ascending, zero-padded (what ``map@all``
+            and ``mrr`` read; :func:`retrieve` with ``full_ranking``). A new ranking
+            (:meth:`with_ranking`) has none: a post-processor orders only its head.
 
     Example:
         >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [3.0]]), [0, 0, 1])
@@ -57,6 +62,7 @@ class RetrievalResults:
     n_relevant: Tensor
     metric: Metric = "euclidean"
     chunk_size: int | None = None
+    relevant_ranks: Tensor | None = None
 
     @property
     def gallery_positions(self) -> Tensor:
@@ -88,7 +94,8 @@ class RetrievalResults:
     def with_ranking(self, distances: Tensor, retrieved: Tensor) -> RetrievalResults:
         """New results for a new ranking of the same queries (what post-processors return).
 
-        ``distances`` must be ascending per row, padding (``-1``) last.
+        ``distances`` must be ascending per row, padding (``-1``) last. The full-ranking
+        ranks are dropped: the new order of the gallery beyond the head is not known.
         """
         if distances.shape != retrieved.shape or distances.shape[0] != len(self):
             raise EmbedlabError(
@@ -98,7 +105,13 @@ class RetrievalResults:
         labels = self.query_gallery.labels
         found = retrieved >= 0
         relevance = found & (labels[retrieved.clamp(min=0)] == labels[self.query_positions, None])
-        return replace(self, distances=distances, retrieved=retrieved, relevance=relevance)
+        return replace(
+            self,
+            distances=distances,
+            retrieved=retrieved,
+            relevance=relevance,
+            relevant_ranks=None,
+        )
 
     def relevant_gallery(self, query_number: int) -> tuple[Tensor, Tensor]:
         """All admissible relevant gallery items of one query, nearest first.
@@ -144,6 +157,7 @@ def retrieve(
     metric: Metric = "euclidean",
     chunk_size: int | None = None,
     at_least_r: bool = False,
+    full_ranking: bool = False,
     progress: bool = False,
 ) -> RetrievalResults:
     """Search every query's ``k`` nearest admissible gallery items (exact, chunked).
@@ -155,6 +169,10 @@ def retrieve(
         chunk_size: query rows per block (tile side on the symmetric path).
         at_least_r: keep ``max(k, R)`` neighbours, R the largest ``n_relevant``: what
             MAP@R and R-precision read.
+        full_ranking: also the rank of every relevant item in the full ranking
+            (:attr:`RetrievalResults.relevant_ranks`, what ``map@all`` and ``mrr`` read):
+            one more chunked pass over the gallery
+            (:func:`~embedlab.retrieval.ranks.relevant_ranks`).
         progress: a progress bar over the chunks.
     """
     check_metric(metric, "retrieve")
@@ -183,8 +201,24 @@ def retrieve(
     found = local >= 0
     retrieved = torch.where(found, gallery_pos[local.clamp(min=0)], -1)
     relevance = found & (gallery_labels[local.clamp(min=0)] == query_labels.unsqueeze(1))
+    ranks = None
+    if full_ranking:
+        ranks = relevant_ranks(
+            qg.rows(query_pos),
+            qg.rows(gallery_pos),
+            query_labels,
+            gallery_labels,
+            local,
+            n_relevant,
+            metric=metric,
+            chunk_size=chunk_size,
+            query_ids=query_pos,
+            gallery_ids=gallery_pos,
+            query_sequence=query_seq,
+            gallery_sequence=gallery_seq,
+        )
     return RetrievalResults(
-        qg, query_pos, distances, retrieved, relevance, n_relevant, metric, chunk_size
+        qg, query_pos, distances, retrieved, relevance, n_relevant, metric, chunk_size, ranks
     )
 
 

@@ -203,6 +203,7 @@ def rerank_validation(
     plain = retrieve(
         qg, width, metric=metric.distance,  # type: ignore[arg-type]
         chunk_size=metric.chunk_size, at_least_r=options.r_metrics,
+        full_ranking=options.full_ranking_metrics,
     )  # fmt: skip
     reranked = reranker(plain)
     both = score(plain, options, {**metric.postprocessed, reranker.name: reranked})
