@@ -72,6 +72,20 @@ def test_mined_pairs_are_positives_of_the_top_n_and_the_hardest_negatives() -> N
     assert int(pairs.different[pairs.anchors == 2].sum()) == 1
 
 
+def test_mined_positives_skip_the_anchors_own_sequence() -> None:
+    x = torch.tensor([[0.0], [0.1], [0.2], [0.3]])
+    labels = torch.tensor([0, 0, 0, 1])
+    # items 0 and 1 are frames of one sequence: as in validation, never each other's match
+    pairs = mine_neighbour_pairs(
+        x, labels, top_n=1, hard_negatives=0, sequence=torch.tensor([7, 7, -1, -1])
+    )
+    rows = set(zip(pairs.anchors.tolist(), pairs.others.tolist(), strict=True))
+    assert (0, 1) not in rows and (1, 0) not in rows
+    assert (0, 2) in rows and (1, 2) in rows  # the nearest item of another sequence
+    plain = mine_neighbour_pairs(x, labels, top_n=1, hard_negatives=0)
+    assert (0, 1) in set(zip(plain.anchors.tolist(), plain.others.tolist(), strict=True))
+
+
 @pytest.mark.slow  # trains a small re-ranker per head (about 17 s each on one loaded CPU thread)
 def test_trained_reranker_fixes_a_planted_misranking(trained: PairwiseModel) -> None:
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -1,14 +1,14 @@
 """rerank: train the pairwise re-ranker on pairs mined from the extractor's train neighbours.
 
 With ``rerank.enabled`` it embeds the train split with the trained extractor, mines
-every positive among each item's ``top_n`` neighbours and its ``hard_negatives`` nearest
-negatives (:func:`~embedlab.miners.neighbour_pairs.mine_neighbour_pairs`), trains a
-pairwise model of kind ``rerank.head``
-(:func:`~embedlab.models.pairwise.build_pairwise_model`, backbone initialised from the
-extractor; with ``rerank.augment`` on augmented images) with a binary cross-entropy, logs
-``rerank/loss`` and ``rerank/pair_accuracy`` into the run's trackers, and writes
-``models/reranker/`` (weights, config and the extractor's sha256) and
-``reports/rerank.json``. Validation items are never read.
+every positive among each item's ``top_n`` neighbours (never of its own sequence) and
+its ``hard_negatives`` nearest negatives
+(:func:`~embedlab.miners.neighbour_pairs.mine_neighbour_pairs`), trains a pairwise model
+of kind ``rerank.head`` (:func:`~embedlab.models.pairwise.build_pairwise_model`, backbone
+initialised from the extractor; with ``rerank.augment`` on augmented images) with a
+binary cross-entropy, logs ``rerank/loss`` and ``rerank/pair_accuracy`` into the run's
+trackers, and writes ``models/reranker/`` (weights, config and the extractor's sha256)
+and ``reports/rerank.json``. Validation items are never read.
 Without it, the stage writes a note that validate reads as "no re-ranker".
 """
 
@@ -33,6 +33,7 @@ from embedlab.miners.neighbour_pairs import mine_neighbour_pairs
 from embedlab.models import load_extractor
 from embedlab.models.extractor import EXTRACTOR_WEIGHTS
 from embedlab.models.pairwise import build_pairwise_model, save_reranker, write_disabled_reranker
+from embedlab.retrieval.query_gallery import sequence_codes
 from embedlab.stages.common import MANIFEST, MODELS_DIR, RERANK_REPORT, RERANKER_DIR, log
 from embedlab.tracking import open_trackers
 
@@ -83,6 +84,9 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         cfg.top_n,
         cfg.hard_negatives,
         metric=params.validate.distance,
+        sequence=sequence_codes(
+            rows["sequence"].fillna("").tolist() if "sequence" in rows else None, len(rows)
+        ),
     )
     mined = len(pairs)
     pairs = pairs.sample(cfg.max_pairs, params.seed)
