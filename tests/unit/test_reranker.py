@@ -46,10 +46,12 @@ def trained(request: pytest.FixtureRequest) -> PairwiseModel:
     train neighbours."""
     labels = [c for c in range(3) for _ in range(10)]
     images = coloured_images(labels, seed=1)
-    model = small_model(head=request.param)
-    assert model.head_kind == request.param
+    torch.manual_seed(0)
+    extractor = TimmExtractor("resnet10t", input_size=SIDE)
     with torch.no_grad():
-        embeddings = model.backbone.eval()(images)
+        embeddings = extractor.eval()(images)
+    model = build_pairwise_model(extractor, request.param, hidden=16)
+    assert model.head_kind == request.param
     pairs = mine_neighbour_pairs(embeddings, torch.tensor(labels), top_n=5, hard_negatives=3)
     assert bool(pairs.different.any()) and bool((~pairs.different).any())
     settings = PairwiseTraining(epochs=8, batch_size=32, lr=1e-3, head_lr=1e-2)
