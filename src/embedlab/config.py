@@ -674,6 +674,17 @@ class RerankParams(_Section):
     """Width of the head's hidden layer."""
     freeze_backbone: bool = False
     """Train the head only (the backbone keeps the extractor's weights)."""
+    head: Literal["features", "stacked"] = "features"
+    """``features``: one backbone pass per image, a head on the product and absolute
+    difference of the two features; ``stacked``: the two images concatenated along the
+    channels through one backbone (first convolution widened, OML's ``ConcatSiamese``)."""
+    augment: bool = False
+    """Train on the pairs' images through ``train.augment`` (fresh each time they are read)
+    rather than as validate sees them."""
+    distance_weight: float = Field(0.5, ge=0.0, le=1.0)
+    """Order the top-N by ``(1 - w) * p + w * r``: ``p`` the re-ranker's distance, ``r`` the
+    extractor's rescaled to [0, 1] over the top-N; 0 is the re-ranker alone (OML's), 0.5
+    measured better on the default data (docs/reranker.md)."""
 
 
 # --- tracking ------------------------------------------------------------------------------

@@ -79,20 +79,21 @@ def test_export_into_a_folder_and_errors(
         export_extractor(tmp_path / "empty", "onnx")
 
 
+@pytest.mark.parametrize("head", ["features", "stacked"])
 def test_reranker_exports_to_onnx_with_the_pytorch_distances_and_checks_its_extractor(
-    tmp_path: Path,
+    tmp_path: Path, head: str
 ) -> None:
     import onnxruntime
 
     from embedlab.io import file_sha256
     from embedlab.models.export import export_reranker
-    from embedlab.models.pairwise import PairwiseModel, save_reranker
+    from embedlab.models.pairwise import build_pairwise_model, save_reranker
 
     models = tmp_path / "models"
     torch.manual_seed(0)
     extractor = TimmExtractor("resnet10t", input_size=16)
     save_extractor(extractor, models)
-    model = PairwiseModel.from_extractor(extractor, hidden=8).eval()
+    model = build_pairwise_model(extractor, head, hidden=8).eval()
     sha = file_sha256(models / "extractor.safetensors")
     save_reranker(model, models / "reranker", extractor_sha256=sha)
     path = export_reranker(models)

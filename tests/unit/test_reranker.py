@@ -8,12 +8,18 @@ import pytest
 import torch
 
 from embedlab.config import parse_params
-from embedlab.embedding.reranker import PairwiseReranker
+from embedlab.embedding.reranker import PairwiseReranker, rerank_top_n
 from embedlab.embedding.reranker_training import PairwiseTraining, fit_pairwise
 from embedlab.errors import EmbedlabError
 from embedlab.miners.neighbour_pairs import mine_neighbour_pairs
 from embedlab.models import TimmExtractor
-from embedlab.models.pairwise import PairwiseModel, load_reranker, save_reranker
+from embedlab.models.pairwise import (
+    PAIR_HEADS,
+    PairwiseModel,
+    build_pairwise_model,
+    load_reranker,
+    save_reranker,
+)
 from embedlab.retrieval import QueryGallery, retrieve
 from embedlab.stages.common import MODELS_DIR, RERANKER_DIR
 from embedlab.stages.validate import validation_reranker
@@ -29,19 +35,23 @@ def coloured_images(labels: list[int], seed: int) -> torch.Tensor:
     return base + 0.3 * torch.randn(len(labels), 3, SIDE, SIDE, generator=generator)
 
 
-def small_model(seed: int = 0, hidden: int = 16) -> PairwiseModel:
+def small_model(seed: int = 0, hidden: int = 16, head: str = "features") -> PairwiseModel:
     torch.manual_seed(seed)
-    return PairwiseModel.from_extractor(TimmExtractor("resnet10t", input_size=SIDE), hidden)
+    return build_pairwise_model(TimmExtractor("resnet10t", input_size=SIDE), head, hidden)
 
 
-@pytest.fixture(scope="module")
-def trained() -> PairwiseModel:
-    """A re-ranker trained on pairs mined from a (random-init) extractor's train neighbours."""
+@pytest.fixture(scope="module", params=PAIR_HEADS)
+def trained(request: pytest.FixtureRequest) -> PairwiseModel:
+    """A re-ranker of each head trained on pairs mined from a (random-init) extractor's
+    train neighbours."""
     labels = [c for c in range(3) for _ in range(10)]
     images = coloured_images(labels, seed=1)
-    model = small_model()
+    torch.manual_seed(0)
+    extractor = TimmExtractor("resnet10t", input_size=SIDE)
     with torch.no_grad():
-        embeddings = model.backbone.eval()(images)
+        embeddings = extractor.eval()(images)
+    model = build_pairwise_model(extractor, request.param, hidden=16)
+    assert model.head_kind == request.param
     pairs = mine_neighbour_pairs(embeddings, torch.tensor(labels), top_n=5, hard_negatives=3)
     assert bool(pairs.different.any()) and bool((~pairs.different).any())
     settings = PairwiseTraining(epochs=8, batch_size=32, lr=1e-3, head_lr=1e-2)
@@ -64,7 +74,21 @@ def test_mined_pairs_are_positives_of_the_top_n_and_the_hardest_negatives() -> N
     assert int(pairs.different[pairs.anchors == 2].sum()) == 1
 
 
-@pytest.mark.slow  # trains a small re-ranker (about 17 s on one loaded CPU thread)
+def test_mined_positives_skip_the_anchors_own_sequence() -> None:
+    x = torch.tensor([[0.0], [0.1], [0.2], [0.3]])
+    labels = torch.tensor([0, 0, 0, 1])
+    # items 0 and 1 are frames of one sequence: as in validation, never each other's match
+    pairs = mine_neighbour_pairs(
+        x, labels, top_n=1, hard_negatives=0, sequence=torch.tensor([7, 7, -1, -1])
+    )
+    rows = set(zip(pairs.anchors.tolist(), pairs.others.tolist(), strict=True))
+    assert (0, 1) not in rows and (1, 0) not in rows
+    assert (0, 2) in rows and (1, 2) in rows  # the nearest item of another sequence
+    plain = mine_neighbour_pairs(x, labels, top_n=1, hard_negatives=0)
+    assert (0, 1) in set(zip(plain.anchors.tolist(), plain.others.tolist(), strict=True))
+
+
+@pytest.mark.slow  # trains a small re-ranker per head (about 17 s each on one loaded CPU thread)
 def test_trained_reranker_fixes_a_planted_misranking(trained: PairwiseModel) -> None:
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     images = coloured_images(labels, seed=7)  # unseen images of the same task
@@ -79,7 +103,11 @@ def test_trained_reranker_fixes_a_planted_misranking(trained: PairwiseModel) -> 
     assert bool((reranked.distances.diff(dim=1) >= 0).all())
 
 
-def test_order_past_n_never_changes_and_distances_stay_sorted() -> None:
+@pytest.mark.parametrize("head", PAIR_HEADS)
+@pytest.mark.parametrize("distance_weight", [0.0, 0.5])
+def test_order_past_n_never_changes_and_distances_stay_sorted(
+    head: str, distance_weight: float
+) -> None:
     generator = torch.Generator().manual_seed(3)
     n_items = 30
     labels = torch.randint(0, 4, (n_items,), generator=generator)
@@ -87,7 +115,9 @@ def test_order_past_n_never_changes_and_distances_stay_sorted() -> None:
     qg = QueryGallery.from_columns(torch.randn(n_items, 5, generator=generator), labels)
     plain = retrieve(qg, k=12)
     top_n = 4
-    reranked = PairwiseReranker(small_model(), lambda p: images[p], top_n=top_n)(plain)
+    model = small_model(head=head)
+    reranker = PairwiseReranker(model, lambda p: images[p], top_n, distance_weight=distance_weight)
+    reranked = reranker(plain)
     assert torch.equal(reranked.retrieved[:, top_n:], plain.retrieved[:, top_n:])
     assert torch.equal(reranked.distances[:, top_n:], plain.distances[:, top_n:])
     head_before = plain.retrieved[:, :top_n].sort(dim=1).values
@@ -98,12 +128,13 @@ def test_order_past_n_never_changes_and_distances_stay_sorted() -> None:
     assert bool((reranked.distances[:, :top_n] <= plain.distances[:, top_n : top_n + 1]).all())
 
 
-def test_top_n_is_clipped_to_the_gallery() -> None:
+@pytest.mark.parametrize("head", PAIR_HEADS)
+def test_top_n_is_clipped_to_the_gallery(head: str) -> None:
     labels = [0, 0, 1, 1]
     images = coloured_images(labels, seed=4)
     qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0], [2.0], [4.0]]), labels)
     plain = retrieve(qg, k=6)  # 3 admissible items per query: 3 columns of padding
-    reranked = PairwiseReranker(small_model(), lambda p: images[p], top_n=50)(plain)
+    reranked = PairwiseReranker(small_model(head=head), lambda p: images[p], top_n=50)(plain)
     assert reranked.width == plain.width
     assert bool((reranked.retrieved[:, 3:] == -1).all())
     assert bool(torch.isinf(reranked.distances[:, 3:]).all())
@@ -113,11 +144,14 @@ def test_top_n_is_clipped_to_the_gallery() -> None:
     )
 
 
-def test_saved_reranker_loads_and_refuses_another_extractor(tmp_path: Path) -> None:
-    model = small_model(hidden=8).eval()
+@pytest.mark.parametrize("head", PAIR_HEADS)
+def test_saved_reranker_loads_and_refuses_another_extractor(tmp_path: Path, head: str) -> None:
+    model = small_model(hidden=8, head=head).eval()
+    model.distance_weight = 0.25
     save_reranker(model, tmp_path, extractor_sha256="a" * 64, top_n=5)
     loaded = load_reranker(tmp_path, extractor_sha256="a" * 64)
     assert loaded is not None
+    assert (loaded.head_kind, loaded.distance_weight) == (head, 0.25)
     x, y = coloured_images([0, 1], 0), coloured_images([1, 1], 1)
     with torch.no_grad():
         assert torch.allclose(loaded(x, y), model(x, y), atol=1e-6)
@@ -135,3 +169,40 @@ def test_validate_refuses_a_reranker_of_another_extractor(tmp_path: Path) -> Non
         validation_reranker(params, tmp_path, dataset=None)  # type: ignore[arg-type]
     off = parse_params({})
     assert validation_reranker(off, tmp_path, dataset=None) is None  # type: ignore[arg-type]
+
+
+def test_distance_weight_one_keeps_the_plain_order_and_zero_the_models() -> None:
+    generator = torch.Generator().manual_seed(5)
+    distances = torch.rand(20, 8, generator=generator).sort(dim=1).values
+    retrieved = torch.randperm(160, generator=generator).view(20, 8)
+    scores = torch.rand(20, 5, generator=generator)
+    _, plain_order = rerank_top_n(distances, retrieved, scores, distance_weight=1.0)
+    assert torch.equal(plain_order, retrieved)
+    _, model_order = rerank_top_n(distances, retrieved, scores, distance_weight=0.0)
+    expected = torch.gather(retrieved[:, :5], 1, scores.argsort(dim=1))
+    assert torch.equal(model_order[:, :5], expected)
+
+
+def test_a_distance_weight_outside_0_1_is_refused() -> None:
+    with pytest.raises(EmbedlabError, match="distance_weight must be in"):
+        PairwiseReranker(small_model(), lambda p: p, top_n=3, distance_weight=1.5)
+
+
+def test_stacked_head_starts_from_the_extractor_and_is_symmetric() -> None:
+    torch.manual_seed(0)
+    extractor = TimmExtractor("resnet10t", input_size=SIDE).eval()
+    model = build_pairwise_model(extractor, "stacked", hidden=8).eval()
+    first = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 6  # both images as one input
+    x = coloured_images([0, 1, 2], seed=2)
+    with torch.no_grad():  # one image twice: the extractor's own features
+        assert torch.allclose(model.backbone(torch.cat([x, x], 1)), extractor(x), atol=1e-5)
+        assert torch.allclose(model(x, x.flip(0)), model(x.flip(0), x), atol=1e-6)
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.in_channels == 6
+               for m in extractor.modules()) == 0  # fmt: skip  # the extractor is unchanged
+
+
+def test_an_unknown_head_is_refused_in_one_line() -> None:
+    with pytest.raises(EmbedlabError, match=r"rerank\.head: expected one of") as error:
+        build_pairwise_model(TimmExtractor("resnet10t", input_size=SIDE), "siamese", 4)
+    assert "\n" not in str(error.value)

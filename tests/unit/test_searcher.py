@@ -207,9 +207,10 @@ def test_embed_dataset_in_worker_processes_equals_in_process(workspace: Path) ->
     assert np.array_equal(in_process, np.load(workspace / "embeddings.npy"))
 
 
-def test_search_rerank_reorders_the_top_n_by_the_pairwise_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("head", ["features", "stacked"])
+def test_search_rerank_reorders_the_top_n_by_the_pairwise_model(tmp_path: Path, head: str) -> None:
     from embedlab.io import file_sha256
-    from embedlab.models.pairwise import PairwiseModel, save_reranker
+    from embedlab.models.pairwise import build_pairwise_model, save_reranker
 
     embeddings_dir = make_workspace(tmp_path)
     models = tmp_path / "models"
@@ -218,7 +219,7 @@ def test_search_rerank_reorders_the_top_n_by_the_pairwise_model(tmp_path: Path) 
     with pytest.raises(EmbedlabError, match="re-ranker not found"):
         searcher.search(query, k=6, rerank=3)  # models/reranker/ missing
     torch.manual_seed(1)
-    model = PairwiseModel.from_extractor(load_extractor(models), hidden=8).eval()
+    model = build_pairwise_model(load_extractor(models), head, hidden=8).eval()
     save_reranker(model, models / "reranker", extractor_sha256="0" * 64)
     with pytest.raises(EmbedlabError, match="another extractor"):
         Searcher.load(embeddings_dir).search(query, k=6, rerank=3)

@@ -137,13 +137,28 @@ def embed_images(
     """
     model.eval()
     device = next(model.parameters()).device
-    per_item, per_batch = split_transform(eval_transform(preprocessing))
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = [
-            per_item(img.convert("RGB") if isinstance(img, Image.Image) else load_image(str(img)))
-            for img in images[start : start + batch_size]
-        ]
-        chunks.append(model(per_batch(torch.stack(batch)).to(device)).float().cpu())
+        batch = preprocess_images(images[start : start + batch_size], preprocessing)
+        chunks.append(model(batch.to(device)).float().cpu())
     dim = int(getattr(model, "feat_dim", 0))
     return torch.cat(chunks) if chunks else torch.empty(0, dim)
+
+
+def preprocess_images(
+    images: Sequence[str | Image.Image], preprocessing: dict[str, Any]
+) -> torch.Tensor:
+    """``[N, 3, H, W]``: image files or PIL images preprocessed exactly as datasets are.
+
+    >>> pre = {"input_size": [3, 8, 8], "mean": [0.5] * 3, "std": [0.5] * 3}
+    >>> preprocess_images([Image.new("RGB", (20, 20))], pre).shape
+    torch.Size([1, 3, 8, 8])
+    """
+    per_item, per_batch = split_transform(eval_transform(preprocessing))
+    batch = [
+        per_item(img.convert("RGB") if isinstance(img, Image.Image) else load_image(str(img)))
+        for img in images
+    ]
+    if not batch:
+        return torch.empty(0, *preprocessing["input_size"])
+    return per_batch(torch.stack(batch))

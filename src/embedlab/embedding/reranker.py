@@ -61,7 +61,11 @@ class PairwiseReranker:
         model: the trained pairwise model (eval mode is set here).
         images: preprocessed images of query/gallery positions (:func:`dataset_images`).
         top_n: candidates re-ranked per query, clipped to the results' width.
-        batch_size: images per backbone pass.
+        batch_size: images (``stacked``: pairs) per backbone pass.
+        distance_weight: 0 orders the top-N by the model's distance alone (OML's
+            ``PairwiseReranker``); ``w`` in (0, 1] by ``(1 - w) * p + w * r``, ``r`` the
+            extractor's distance rescaled to [0, 1] over the band (:func:`rerank_top_n`);
+            None: the model's own (``rerank.distance_weight`` when it was trained).
 
     Example:
         >>> from embedlab.models import TimmExtractor
@@ -81,6 +85,7 @@ class PairwiseReranker:
     images: ImageBatch
     top_n: int = 5
     batch_size: int = 256
+    distance_weight: float | None = None
     name: str = "pairwise"
 
     def __post_init__(self) -> None:
@@ -89,6 +94,12 @@ class PairwiseReranker:
                 f"pairwise re-ranker: top_n and batch_size must be >= 1, got {self.top_n}, "
                 f"{self.batch_size}"
             )
+        if self.distance_weight is None:
+            self.distance_weight = float(getattr(self.model, "distance_weight", 0.0))
+        if not 0.0 <= self.distance_weight <= 1.0:
+            raise EmbedlabError(
+                f"pairwise re-ranker: distance_weight must be in [0, 1], got {self.distance_weight}"
+            )
 
     @property
     def candidates(self) -> int:
@@ -96,75 +107,71 @@ class PairwiseReranker:
         return self.top_n + 1
 
     @torch.inference_mode()
-    def features(self, positions: Tensor) -> Tensor:
-        """``[len(positions), D]`` backbone features of the items, in batches."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        parts = [
-            self.model.features(self.images(chunk).to(device)).float().cpu()
-            for chunk in positions.split(self.batch_size)
-        ]
-        return torch.cat(parts) if parts else torch.zeros(0, 0)
-
-    @torch.inference_mode()
     def pair_distances(self, results: RetrievalResults, n: int) -> Tensor:
         """``[Q, n]`` model distances of each query and its first ``n`` items (inf: padding)."""
+        self.model.eval()
         head = results.retrieved[:, :n]
         found = head >= 0
-        needed = torch.unique(torch.cat([results.query_positions, head[found]]))
-        features = self.features(needed)
-        slot = torch.full((len(results.query_gallery),), -1, dtype=torch.int64)
-        slot[needed] = torch.arange(needed.numel())
-        device = next(self.model.parameters()).device
-        out = []
-        for rows in torch.arange(len(results)).split(max(1, 65536 // n)):
-            query = features[slot[results.query_positions[rows]]]
-            gallery = features[slot[head[rows].clamp(min=0)]]
-            logits = self.model.logits(
-                query[:, None, :].expand_as(gallery).to(device), gallery.to(device)
-            )
-            out.append(torch.sigmoid(logits).float().cpu())
-        scores = torch.cat(out) if out else torch.zeros(0, n)
-        return torch.where(found, scores, torch.inf)
+        anchors = results.query_positions[:, None].expand_as(head)[found]
+        logits = self.model.pair_logits(self.images, anchors, head[found], self.batch_size)
+        scores = torch.full(head.shape, torch.inf)
+        scores[found] = torch.sigmoid(logits).float().cpu()
+        return scores
 
     def __call__(self, results: RetrievalResults) -> RetrievalResults:
         n = min(self.top_n, results.width)
         distances, retrieved = rerank_top_n(
-            results.distances, results.retrieved, self.pair_distances(results, n)
+            results.distances,
+            results.retrieved,
+            self.pair_distances(results, n),
+            distance_weight=self.distance_weight,
         )
         return results.with_ranking(distances, retrieved)
 
 
-def rerank_top_n(distances: Tensor, retrieved: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+def rerank_top_n(
+    distances: Tensor, retrieved: Tensor, scores: Tensor, distance_weight: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """Re-order the first ``n = scores.shape[1]`` columns of each row by ``scores``.
 
     Args:
         distances: ``[Q, K]`` ascending per row (``inf``: padding), ``K >= n``.
         retrieved: ``[Q, K]`` item positions (``-1``: padding).
         scores: ``[Q, n]`` the pairwise distances in ``[0, 1]`` (``inf`` where padding).
+        distance_weight: ``w``: the order is by ``(1 - w) * score + w * r`` with ``r`` the
+            extractor's distance rescaled to [0, 1] over the band, ``(d - d_1) / (d_{n+1}
+            - d_1)``; 0 (the default) is the model's score alone, 1 the plain order.
 
     Returns:
         ``(distances, retrieved)``: columns past ``n`` unchanged; the first ``n`` sorted
-        by score (ties keep their order), with distances ``d_1 + (d_{n+1} - d_1) * score``
-        (``d_{n+1}``: the largest of the first n when there is no (n+1)-th), so rows stay
-        sorted.
+        by the (fused) score (ties keep their order), with distances ``d_1 + (d_{n+1} -
+        d_1) * score`` (``d_{n+1}``: the largest of the first n when there is no (n+1)-th),
+        so rows stay sorted.
 
     Example:
         >>> d = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
         >>> r = torch.tensor([[7, 8, 9, 5]])
         >>> rerank_top_n(d, r, torch.tensor([[0.9, 0.5, 0.1]]))
         (tensor([[1.3000, 2.5000, 3.7000, 4.0000]]), tensor([[9, 8, 7, 5]]))
+        >>> rerank_top_n(d, r, torch.tensor([[0.9, 0.5, 0.1]]), distance_weight=0.8)[1]
+        tensor([[7, 8, 9, 5]])
     """
     n = scores.shape[1]
-    order = torch.sort(scores, dim=1, stable=True).indices  # ties keep the old order
-    head = torch.gather(retrieved[:, :n], 1, order)
-    sorted_scores = torch.gather(scores, 1, order)
-    found = head >= 0
+    found = retrieved[:, :n] >= 0
     upper = torch.where(found, distances[:, :n], -torch.inf).max(dim=1).values
     if distances.shape[1] > n:  # the (N+1)-th distance, where there is one
         after = distances[:, n]
         upper = torch.where(torch.isfinite(after), after, upper)
     lower = distances[:, 0]
+    if distance_weight > 0.0:
+        span = (upper - lower).clamp(min=torch.finfo(distances.dtype).tiny)[:, None]
+        rescaled = ((distances[:, :n] - lower[:, None]) / span).clamp(0.0, 1.0)
+        fused = (1.0 - distance_weight) * scores.clamp(0.0, 1.0) + distance_weight * rescaled
+        scores = torch.where(found, fused, torch.inf)
+    order = torch.sort(scores, dim=1, stable=True).indices  # ties keep the old order
+    head = torch.gather(retrieved[:, :n], 1, order)
+    sorted_scores = torch.gather(scores, 1, order)
+    found = head >= 0
     band = lower[:, None] + (upper - lower)[:, None] * sorted_scores.clamp(0.0, 1.0)
     band = torch.minimum(band, upper[:, None])
     new_head = torch.where(found, band, torch.inf).to(distances.dtype)

@@ -121,10 +121,7 @@ def _step(
     """The BCE loss of one batch of pairs and how many it gets right."""
     anchors, others = pairs.anchors[batch], pairs.others[batch]
     target = pairs.different[batch].float().to(device)
-    distinct, slot = torch.unique(torch.cat([anchors, others]), return_inverse=True)
-    features = model.features(images(distinct).to(device))
-    n = anchors.numel()
-    logits = model.logits(features[slot[:n]], features[slot[n:]])
+    logits = model.pair_logits(images, anchors, others)
     loss = F.binary_cross_entropy_with_logits(logits, target)
     right = int(((logits > 0).float() == target).sum())
     return loss, right

@@ -415,33 +415,39 @@ class Searcher:
         """Re-order each row's first ``top_n`` items with the pairwise re-ranker."""
         from embedlab.data.datasets import DatasetWithLabels
         from embedlab.data.transforms import eval_transform
-        from embedlab.embedding.inference import embed_images
+        from embedlab.embedding.inference import preprocess_images
         from embedlab.embedding.reranker import dataset_images, rerank_top_n
 
         model = self._reranker()
         n = min(top_n, item_pos.shape[1])
         head = torch.from_numpy(np.ascontiguousarray(item_pos[:, :n]))
         found = head >= 0
-        needed = torch.unique(head[found])
         gallery = DatasetWithLabels(
-            self.items, self.dataset_root, eval_transform(model.backbone.preprocessing)
+            self.items, self.dataset_root, eval_transform(model.preprocessing)
         )
-        load = dataset_images(gallery)
+        load_gallery = dataset_images(gallery)
+        query_pixels = preprocess_images(queries, model.preprocessing)
+        n_queries = len(queries)
+
+        def load(positions: torch.Tensor) -> torch.Tensor:
+            """Positions below ``n_queries`` are the queries, the rest gallery items."""
+            is_query = positions < n_queries
+            out = torch.empty(len(positions), *query_pixels.shape[1:])
+            out[is_query] = query_pixels[positions[is_query]]
+            if bool((~is_query).any()):
+                out[~is_query] = load_gallery(positions[~is_query] - n_queries)
+            return out
+
+        anchors = torch.arange(n_queries)[:, None].expand_as(head)[found]
         with torch.inference_mode():
-            query_features = embed_images(
-                model.backbone, queries, model.backbone.preprocessing, self.batch_size
-            ).to(self.device)
-            parts = [model.features(load(c).to(self.device)) for c in needed.split(self.batch_size)]
-            features = torch.cat(parts) if parts else query_features[:0]
-            slot = torch.full((len(self.items),), -1, dtype=torch.int64)
-            slot[needed] = torch.arange(needed.numel())
-            candidates = features[slot[head.clamp(min=0)].to(features.device)]
-            logits = model.logits(query_features[:, None, :].expand_as(candidates), candidates)
-            scores = torch.where(found, torch.sigmoid(logits).float().cpu(), torch.inf)
+            logits = model.pair_logits(load, anchors, head[found] + n_queries, self.batch_size)
+        scores = torch.full(head.shape, torch.inf)
+        scores[found] = torch.sigmoid(logits).float().cpu()
         new_dist, new_pos = rerank_top_n(
             torch.from_numpy(np.ascontiguousarray(dist, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(item_pos)),
             scores,
+            distance_weight=model.distance_weight,
         )
         return new_dist.numpy(), new_pos.numpy()
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from embedlab.errors import EmbedlabError
 from embedlab.retrieval.distance import Metric
 from embedlab.retrieval.knn import knn
+from embedlab.retrieval.query_gallery import sequence_codes
 
 __all__ = ["NeighbourPairs", "mine_neighbour_pairs"]
 
@@ -54,16 +55,21 @@ def mine_neighbour_pairs(
     *,
     metric: Metric = "euclidean",
     chunk_size: int | None = None,
+    sequence: Tensor | None = None,
 ) -> NeighbourPairs:
     """Every positive among each item's ``top_n`` neighbours, and its hardest negatives.
 
-    Each item is an anchor against all the others (never itself).
+    Each item is an anchor against all the others (never itself), and, as validation
+    ranks them, never against items of its own sequence: the top-N that pairs come from
+    is the one the re-ranker will see.
 
     Args:
         embeddings: ``[N, D]`` the extractor's embeddings of the train items.
         labels: ``[N]`` their labels.
         top_n: neighbours whose positives become pairs.
         hard_negatives: nearest wrong-label items per anchor, wherever they rank.
+        sequence: ``[N]`` sequence codes (``-1``: none, :func:`sequence_codes`); items
+            sharing a code ``>= 0`` are never paired.
 
     Example:
         >>> x = torch.tensor([[0.0], [0.1], [0.2], [1.0]])
@@ -82,13 +88,19 @@ def mine_neighbour_pairs(
         raise EmbedlabError(f"rerank: {embeddings.shape[0]} embeddings for {labels.numel()} labels")
     ids = torch.arange(labels.numel())
     search = {"metric": metric, "chunk_size": chunk_size, "query_ids": ids, "gallery_ids": ids}
-    _, near = knn(embeddings, embeddings, top_n, **search)  # type: ignore[arg-type]
+    codes = sequence_codes(None, labels.numel()) if sequence is None else sequence
+    if codes.numel() != labels.numel():
+        raise EmbedlabError(f"rerank: {codes.numel()} sequence codes for {labels.numel()} labels")
+    _, near = knn(
+        embeddings, embeddings, top_n, query_sequence=codes, gallery_sequence=codes, **search,  # type: ignore[arg-type]
+    )  # fmt: skip
     positive = (near >= 0) & (labels[near.clamp(min=0)] == labels[:, None])
     # the nearest wrong-label items: one's own label as the sequence code excludes it
-    codes = labels - labels.min() if labels.numel() else labels
+    # (a sequence holds one label, so that also keeps out one's own sequence)
+    by_label = labels - labels.min() if labels.numel() else labels
     _, wrong = knn(
-        embeddings, embeddings, max(hard_negatives, 1), query_sequence=codes,
-        gallery_sequence=codes, **search,  # type: ignore[arg-type]
+        embeddings, embeddings, max(hard_negatives, 1), query_sequence=by_label,
+        gallery_sequence=by_label, **search,  # type: ignore[arg-type]
     )  # fmt: skip
     wrong = wrong[:, :hard_negatives]
     negative = wrong >= 0

@@ -127,7 +127,8 @@ def export_onnx(
 def export_reranker_onnx(model: PairwiseModel, path: str | Path, opset: int = 18) -> Path:
     """Write the pairwise re-ranker as ONNX, atomically: inputs ``query`` and ``gallery``
     (``[batch, 3, H, W]``, preprocessed like the extractor's), output ``distances``
-    (``[batch]``, in ``(0, 1)``); dynamic batch. Its config travels in
+    (``[batch]``, in ``(0, 1)``); dynamic batch; either head (``features`` or
+    ``stacked``). Its config travels in
     ``metadata_props["embedlab.reranker"]``.
 
     Example:
@@ -160,7 +161,12 @@ def export_reranker_onnx(model: PairwiseModel, path: str | Path, opset: int = 18
         )
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        config = {"extractor": model.backbone.config(), "hidden": model.hidden}
+        config = {
+            "extractor": model.backbone.config(),
+            "head": model.head_kind,
+            "hidden": model.hidden,
+            "distance_weight": model.distance_weight,
+        }
         entry.key, entry.value = "embedlab.reranker", json.dumps(config)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))

@@ -1,12 +1,14 @@
 """rerank: train the pairwise re-ranker on pairs mined from the extractor's train neighbours.
 
 With ``rerank.enabled`` it embeds the train split with the trained extractor, mines
-every positive among each item's ``top_n`` neighbours and its ``hard_negatives`` nearest
-negatives (:func:`~embedlab.miners.neighbour_pairs.mine_neighbour_pairs`), trains a
-:class:`~embedlab.models.pairwise.PairwiseModel` (backbone initialised from the
-extractor) with a binary cross-entropy, logs ``rerank/loss`` and ``rerank/pair_accuracy``
-into the run's trackers, and writes ``models/reranker/`` (weights, config and the
-extractor's sha256) and ``reports/rerank.json``. Validation items are never read.
+every positive among each item's ``top_n`` neighbours (never of its own sequence) and
+its ``hard_negatives`` nearest negatives
+(:func:`~embedlab.miners.neighbour_pairs.mine_neighbour_pairs`), trains a pairwise model
+of kind ``rerank.head`` (:func:`~embedlab.models.pairwise.build_pairwise_model`, backbone
+initialised from the extractor; with ``rerank.augment`` on augmented images) with a
+binary cross-entropy, logs ``rerank/loss`` and ``rerank/pair_accuracy`` into the run's
+trackers, and writes ``models/reranker/`` (weights, config and the extractor's sha256)
+and ``reports/rerank.json``. Validation items are never read.
 Without it, the stage writes a note that validate reads as "no re-ranker".
 """
 
@@ -21,7 +23,7 @@ import torch
 from embedlab.config import Params
 from embedlab.data.datasets import DatasetWithLabels
 from embedlab.data.manifest import load_manifest
-from embedlab.data.transforms import eval_transform
+from embedlab.data.transforms import eval_transform, train_transform
 from embedlab.embedding.inference import embed_dataset
 from embedlab.embedding.reranker import dataset_images
 from embedlab.embedding.reranker_training import EpochStats, PairwiseTraining, fit_pairwise
@@ -30,7 +32,8 @@ from embedlab.io import file_sha256, write_json
 from embedlab.miners.neighbour_pairs import mine_neighbour_pairs
 from embedlab.models import load_extractor
 from embedlab.models.extractor import EXTRACTOR_WEIGHTS
-from embedlab.models.pairwise import PairwiseModel, save_reranker, write_disabled_reranker
+from embedlab.models.pairwise import build_pairwise_model, save_reranker, write_disabled_reranker
+from embedlab.retrieval.query_gallery import sequence_codes
 from embedlab.stages.common import MANIFEST, MODELS_DIR, RERANK_REPORT, RERANKER_DIR, log
 from embedlab.tracking import open_trackers
 
@@ -81,6 +84,9 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         cfg.top_n,
         cfg.hard_negatives,
         metric=params.validate.distance,
+        sequence=sequence_codes(
+            rows["sequence"].fillna("").tolist() if "sequence" in rows else None, len(rows)
+        ),
     )
     mined = len(pairs)
     pairs = pairs.sample(cfg.max_pairs, params.seed)
@@ -89,7 +95,17 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "rerank: %d pairs mined from %d train items, %d kept (%d same, %d different)",
         mined, len(rows), len(pairs), len(pairs) - n_different, n_different,
     )  # fmt: skip
-    model = PairwiseModel.from_extractor(extractor, hidden=cfg.hidden)
+    model = build_pairwise_model(extractor, cfg.head, cfg.hidden)
+    model.distance_weight = cfg.distance_weight
+    images = dataset_images(
+        DatasetWithLabels(
+            rows,
+            manifest.dataset_root,
+            train_transform(extractor.preprocessing, params.train.augment),
+        )
+        if cfg.augment
+        else dataset
+    )
     hub = open_trackers(params, root, stage="rerank", resume=True)
     try:
 
@@ -98,9 +114,7 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             hub.log_metrics(values, step=stats.step)
             log.info("rerank: epoch %d loss %.4f pair accuracy %.4f", stats.epoch, *values.values())
 
-        history = fit_pairwise(
-            model, dataset_images(dataset), pairs, training_settings(params), on_epoch
-        )
+        history = fit_pairwise(model, images, pairs, training_settings(params), on_epoch)
         seconds = round(time.perf_counter() - started, 2)
         report = {
             "enabled": True,
