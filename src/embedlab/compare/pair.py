@@ -142,14 +142,41 @@ def _tiles(
     return tiles
 
 
+def _manifest_root(root: Path) -> Path | None:
+    """The nearest of ``root`` and its parents holding ``data/prepared/manifest.csv``.
+
+    A folder run nested in a repository (``reports/reranked``, validate's re-ranked
+    ranking of the workspace's queries) shows the repository's images.
+
+    Example:
+        >>> import tempfile
+        >>> repo = Path(tempfile.mkdtemp())
+        >>> (repo / MANIFEST).parent.mkdir(parents=True)
+        >>> _ = (repo / MANIFEST).write_text("path,label\\n")
+        >>> (repo / "reports" / "reranked").mkdir(parents=True)
+        >>> _manifest_root(repo / "reports" / "reranked") == repo
+        True
+    """
+    for folder in (root, *root.parents):
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
 def _images_for(run: Run) -> ImageLookup:
-    # Folder runs carry their own data/prepared; git runs use the repo's (theirs is in
-    # the DVC cache only). Pictures are drawn only from a manifest that matches the run.
-    manifest = run.source.root / MANIFEST
-    if not manifest.is_file():
-        log.warning("compare: no %s for run '%s': frames without pictures", manifest, run.name)
+    # Folder runs carry their own data/prepared (or sit inside a repository that does);
+    # git runs use the repo's (theirs is in the DVC cache only). Pictures are drawn only
+    # from a manifest that matches the run.
+    found = _manifest_root(run.source.root.resolve())
+    if found is None:
+        log.warning(
+            "compare: no %s for run '%s': frames without pictures",
+            run.source.root / MANIFEST,
+            run.name,
+        )
         return ImageLookup.empty()
-    lookup = ImageLookup.from_root(run.source.root)
+    manifest = found / MANIFEST
+    lookup = ImageLookup.from_root(found)
     if lookup.agrees_with(run.per_query):
         return lookup
     log.warning(
