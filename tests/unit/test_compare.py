@@ -207,18 +207,21 @@ def test_topk_recomputed_from_embeddings_equals_the_validate_table(tmp_path: Pat
 
 
 def test_run_nested_in_a_repository_shows_the_repositorys_pictures(tmp_path: Path) -> None:
-    """`embedlab compare . reports/reranked`: the nested folder has no data/prepared of its
-    own; its queries are the workspace's, so its tiles are the workspace's images."""
+    """`embedlab compare . reports/reranked`: the nested folder has no data/prepared or
+    params.yaml of its own; its queries and params are the repository's."""
     a, b = make_pair(tmp_path)
     nested = a / "reports" / "reranked"
     (nested / "reports").mkdir(parents=True)
     for name in ("per_query.csv", "topk.csv"):
         (nested / "reports" / name).write_bytes((b / "reports" / name).read_bytes())
+    (a / "dvc.yaml").write_text("stages: {}\n")
     report = _compare(a, nested, tmp_path / "out")
     page = (tmp_path / "out/index.html").read_text()
     n_pairs = len(report["queries"]["fixed"]) + len(report["queries"]["broken"])
     assert n_pairs > 0
     assert page.count('src="data:image/png;base64,') == n_pairs * 2 * 6
+    # made by the repository's params: none differs (not every key against None)
+    assert report["params_changed"] == {}
 
 
 def test_run_without_topk_gets_frames_with_the_query_only(tmp_path: Path) -> None:

@@ -300,6 +300,30 @@ class Run:
         return self.source.name
 
 
+def _enclosing_params(folder: Path) -> str | None:
+    """``params.yaml`` of the DVC repository a folder sits in (None: it sits in none).
+
+    A folder inside a repository, such as ``reports/reranked`` (validate's re-ranked
+    ranking), was made by that repository's params.
+
+    Example:
+        >>> import tempfile
+        >>> repo = Path(tempfile.mkdtemp())
+        >>> _ = (repo / "dvc.yaml").write_text("stages: {}")
+        >>> _ = (repo / PARAMS_FILE).write_text("seed: 3")
+        >>> (repo / "reports" / "reranked").mkdir(parents=True)
+        >>> _enclosing_params(repo / "reports" / "reranked")
+        'seed: 3'
+        >>> _enclosing_params(Path(tempfile.mkdtemp())) is None
+        True
+    """
+    for parent in folder.resolve().parents:
+        if (parent / "dvc.yaml").is_file():
+            params = parent / PARAMS_FILE
+            return params.read_text() if params.is_file() else None
+    return None
+
+
 def load_run(source: RunSource) -> Run:
     """Read a run's ``reports/per_query.csv`` (required), ``params.yaml`` and ``run.json``.
 
@@ -322,6 +346,8 @@ def load_run(source: RunSource) -> Run:
     per_query = parse_per_query(data, source.where(PER_QUERY_FILE))
     params: dict[str, Any] = {}
     text = source.read_text(PARAMS_FILE)
+    if text is None and source.kind == "folder":
+        text = _enclosing_params(source.root)
     if text is not None:
         try:
             loaded = yaml.safe_load(text)
