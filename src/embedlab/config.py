@@ -135,6 +135,10 @@ class FashionMnistParams(_Section):
     """Train images per class, a seeded subset of the train split (null: all 6,000)."""
     val_per_class: int | None = Field(300, ge=2)
     """Validation images per class, a seeded subset of the test split (null: all 1,000)."""
+    rerank_per_class: int = Field(0, ge=0)
+    """Images per training class of the train split that the extractor never sees, as the
+    manifest's ``rerank`` split: the learned re-ranker mines its pairs there, where the
+    extractor errs as on new images (0: none; the re-ranker mines the train split)."""
     open_val_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9])
     """``open`` only: the labels held out for validation."""
 

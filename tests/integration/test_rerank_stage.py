@@ -73,3 +73,32 @@ def test_rerank_stage_trains_and_validate_reports_both(workdir: Path) -> None:
     delta = compared["metrics"]["cmc@1"]["delta"]
     assert delta == pytest.approx(both["pairwise/cmc@1"] - both["cmc@1"], abs=1e-6)
     assert "cmc@1" in stream.getvalue()
+
+
+def test_pairs_come_from_the_rerank_split_when_the_manifest_has_one(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images the extractor never trained on (split ``rerank``) give the pairs; never the
+    train items, never the validation ones."""
+    import embedlab.stages.rerank as stage
+    from embedlab.stages.common import MANIFEST
+
+    on = fast_params(rerank=RERANK)
+    run_prepare(on, workdir)
+    run_train(on, workdir)
+    manifest = pd.read_csv(workdir / MANIFEST)
+    train_rows = manifest.index[manifest["split"] == "train"]
+    held_out = train_rows[::3]  # as if prepare had kept a third of them from the extractor
+    manifest.loc[held_out, "split"] = "rerank"
+    manifest.to_csv(workdir / MANIFEST, index=False)
+    mined_over = []
+    real_mine = stage.mine_neighbour_pairs
+
+    def spy(embeddings, labels, *args, **kwargs):
+        mined_over.append(labels.tolist())
+        return real_mine(embeddings, labels, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "mine_neighbour_pairs", spy)
+    report = run_rerank(on, workdir)
+    assert report["pairs_from"] == "rerank"
+    assert mined_over == [manifest.loc[held_out, "label"].tolist()]

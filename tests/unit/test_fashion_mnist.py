@@ -133,6 +133,46 @@ def test_open_protocol_holds_the_chosen_classes_out(tmp_path: Path, nowhere) -> 
         )
 
 
+def test_rerank_split_holds_train_file_images_the_train_split_does_not(
+    tmp_path: Path, nowhere
+) -> None:
+    data = _write_fashion(tmp_path / "fm", classes=4, train=10, test=5)
+    cfg = _cfg(tmp_path / "fm", protocol="open", open_val_classes=[3], train_per_class=4)
+    without = prepare_fashion_mnist(cfg, tmp_path / "a").df
+    df = prepare_fashion_mnist(
+        cfg.model_copy(
+            update={"fashion_mnist": cfg.fashion_mnist.model_copy(update={"rerank_per_class": 5})}
+        ),
+        tmp_path / "b",
+    ).df
+    df = validate_manifest(df, tmp_path / "b", name="fashion_mnist manifest")
+    rerank, train = df[df["split"] == "rerank"], df[df["split"] == "train"]
+    # training classes only, 5 of each, none of them a train image; all from the train file
+    assert rerank["label"].value_counts().to_dict() == {0: 5, 1: 5, 2: 5}
+    assert not set(rerank["path"].str.split("/").str[-1]) & set(
+        train["path"].str.split("/").str[-1]
+    )
+    for rel, label in zip(rerank["path"], rerank["label"], strict=True):
+        index = int(Path(rel).stem)
+        assert data["train"][1][index] == label and rel.startswith(f"images/rerank/{label}/")
+    assert not rerank["is_query"].any() and not rerank["is_gallery"].any()
+    # appended: the train and validation rows (and so validation row ids) do not move
+    n = len(without)
+    assert (df["split"].iloc[n:] == "rerank").all()
+    assert df.iloc[:n][["path", "split"]].equals(without[["path", "split"]])
+    with pytest.raises(
+        SourceError, match=r"rerank_per_class: 7 is more than .* label\(s\) \[0, 1, 2\]"
+    ):
+        prepare_fashion_mnist(
+            cfg.model_copy(
+                update={
+                    "fashion_mnist": cfg.fashion_mnist.model_copy(update={"rerank_per_class": 7})
+                }
+            ),
+            tmp_path / "c",
+        )
+
+
 def test_files_are_found_in_order_root_debian_then_torchvision(tmp_path: Path, nowhere) -> None:
     debian, cache = tmp_path / "debian", tmp_path / "cache" / "embedlab" / "FashionMNIST" / "raw"
     _write_fashion(cache, gz=False)  # torchvision keeps the extracted files too

@@ -35,7 +35,8 @@ from embedlab.io import atomic_path, read_json, write_json
 REQUIRED_COLUMNS = ("label", "path", "split")
 BBOX_COLUMNS = ("x_1", "y_1", "x_2", "y_2")
 OPTIONAL_COLUMNS = ("is_query", "is_gallery", "category", "sequence", "class_name", *BBOX_COLUMNS)
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "rerank")
+"""``rerank``: train-side images the extractor never trains on, for the re-ranker's pairs."""
 MANIFEST_NAME = "manifest.csv"
 SIDECAR_NAME = "manifest.json"
 MAX_LISTED = 10

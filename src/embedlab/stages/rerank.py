@@ -1,6 +1,8 @@
 """rerank: train the pairwise re-ranker on pairs mined from the extractor's train neighbours.
 
-With ``rerank.enabled`` it embeds the train split with the trained extractor, mines
+With ``rerank.enabled`` it embeds the manifest's ``rerank`` split (train-side images the
+extractor never trained on, :func:`pair_source`), or the train split when there is none,
+with the trained extractor, mines
 every positive among each item's ``top_n`` neighbours (never of its own sequence) and
 its ``hard_negatives`` nearest negatives
 (:func:`~embedlab.miners.neighbour_pairs.mine_neighbour_pairs`), trains a pairwise model
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from embedlab.config import Params
@@ -36,6 +39,19 @@ from embedlab.models.pairwise import build_pairwise_model, save_reranker, write_
 from embedlab.retrieval.query_gallery import sequence_codes
 from embedlab.stages.common import MANIFEST, MODELS_DIR, RERANK_REPORT, RERANKER_DIR, log
 from embedlab.tracking import open_trackers
+
+
+def pair_source(splits: pd.Series) -> str:
+    """The split the re-ranker's pairs are mined from: ``rerank`` when the manifest has
+    such rows, else ``train``.
+
+    Pairs mined among the extractor's own training images are easier than the extractor's
+    mistakes on new images; images it never saw give pairs like those it meets at search.
+
+    >>> pair_source(pd.Series(["train", "validation", "rerank"])), pair_source(pd.Series(["train"]))
+    ('rerank', 'train')
+    """
+    return "rerank" if bool((splits == "rerank").any()) else "train"
 
 
 def training_settings(params: Params) -> PairwiseTraining:
@@ -70,9 +86,10 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     manifest = load_manifest(root / MANIFEST, image_check="exists")
     extractor = load_extractor(root / MODELS_DIR)
     sha256 = file_sha256(root / MODELS_DIR / EXTRACTOR_WEIGHTS)
-    rows = manifest.split("train")  # never the validation items
+    split = pair_source(manifest.df["split"])
+    rows = manifest.split(split)  # never the validation items
     if len(rows) < 2:
-        raise EmbedlabError(f"{root / MANIFEST}: the train split has {len(rows)} rows, need 2")
+        raise EmbedlabError(f"{root / MANIFEST}: the {split} split has {len(rows)} rows, need 2")
     dataset = DatasetWithLabels(
         rows, manifest.dataset_root, eval_transform(extractor.preprocessing)
     )
@@ -92,8 +109,8 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     pairs = pairs.sample(cfg.max_pairs, params.seed)
     n_different = int(pairs.different.sum())
     log.info(
-        "rerank: %d pairs mined from %d train items, %d kept (%d same, %d different)",
-        mined, len(rows), len(pairs), len(pairs) - n_different, n_different,
+        "rerank: %d pairs mined from %d %s items, %d kept (%d same, %d different)",
+        mined, len(rows), split, len(pairs), len(pairs) - n_different, n_different,
     )  # fmt: skip
     model = build_pairwise_model(extractor, cfg.head, cfg.hidden)
     model.distance_weight = cfg.distance_weight
@@ -118,6 +135,7 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         seconds = round(time.perf_counter() - started, 2)
         report = {
             "enabled": True,
+            "pairs_from": split,
             "pairs_mined": mined,
             "pairs": len(pairs),
             "pairs_different": n_different,
@@ -128,7 +146,8 @@ def run_rerank(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         }
         weights, _ = save_reranker(model, out_dir, sha256, top_n=cfg.top_n, report=report)
         write_json(root / RERANK_REPORT, report)
-        hub.log_summary({f"rerank/{k}": float(v) for k, v in report.items() if k != "enabled"})
+        numbers = {k: v for k, v in report.items() if k not in ("enabled", "pairs_from")}
+        hub.log_summary({f"rerank/{k}": float(v) for k, v in numbers.items()})
         hub.log_artifact(weights)
     finally:
         hub.finish()

@@ -33,7 +33,7 @@ from embedlab.data.sources import PreparedData
 from embedlab.data.sources._native import SourceError
 
 if TYPE_CHECKING:
-    from embedlab.config import PrepareParams
+    from embedlab.config import FashionMnistParams, PrepareParams
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -182,6 +182,25 @@ def sample_per_class(labels: np.ndarray, classes: list[int], per_class: int | No
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def _held_out_of_train(
+    labels: np.ndarray, classes: list[int], fm: FashionMnistParams, seed: int
+) -> np.ndarray:
+    """The ``rerank`` split: ``rerank_per_class`` train-file images per training class that
+    the train split does not hold (seeded, sorted; never a validation class)."""
+    if fm.rerank_per_class == 0:
+        return np.empty(0, dtype=np.int64)
+    train = sample_per_class(labels, classes, fm.train_per_class, seed)
+    rest = np.setdiff1d(np.arange(len(labels)), train)
+    short = [c for c in classes if int((labels[rest] == c).sum()) < fm.rerank_per_class]
+    if short:
+        raise SourceError(
+            f"params.yaml: prepare.fashion_mnist.rerank_per_class: {fm.rerank_per_class} is "
+            f"more than the train file holds beyond train_per_class for label(s) {short}"
+        )
+    picked = sample_per_class(labels[rest], classes, fm.rerank_per_class, seed + 2)
+    return np.sort(rest[picked])
+
+
 def prepare_fashion_mnist(cfg: PrepareParams, out_dir: Path) -> PreparedData:
     """Write the seeded per-class subsets as PNGs and return their manifest."""
     fm = cfg.fashion_mnist
@@ -204,10 +223,16 @@ def prepare_fashion_mnist(cfg: PrepareParams, out_dir: Path) -> PreparedData:
     picks = {
         "train": sample_per_class(train_labels, train_classes, fm.train_per_class, seed),
         "test": sample_per_class(test_labels, val_classes, fm.val_per_class, seed + 1),
+        "rerank": _held_out_of_train(train_labels, train_classes, fm, seed),
     }
-    sources = {"train": (train_images, train_labels), "test": (test_images, test_labels)}
+    sources = {
+        "train": (train_images, train_labels),
+        "test": (test_images, test_labels),
+        "rerank": (train_images, train_labels),
+    }
     rows = []
-    for idx_split, split in (("train", "train"), ("test", "validation")):
+    # rerank rows come last, so validation row ids do not depend on rerank_per_class
+    for idx_split, split in (("train", "train"), ("test", "validation"), ("rerank", "rerank")):
         images, labels = sources[idx_split]
         for position in picks[idx_split].tolist():
             label = int(labels[position])
