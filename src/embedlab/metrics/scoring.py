@@ -190,18 +190,5 @@ def pcf_by_group(
 
 def fnmr_at_fmr(results: RetrievalResults, fmr_vals: Sequence[float]) -> dict[float, float]:
     """FNMR at each false match rate over every admissible (query, gallery) pair."""
-    qg = results.query_gallery
-    query_pos, gallery_pos = results.query_positions, results.gallery_positions
-    return calc_fnmr_at_fmr_chunked(
-        qg.rows(query_pos),
-        qg.rows(gallery_pos),
-        qg.labels[query_pos],
-        qg.labels[gallery_pos],
-        tuple(float(f) for f in fmr_vals),
-        metric=results.metric,
-        chunk_size=results.chunk_size,
-        query_ids=query_pos,
-        gallery_ids=gallery_pos,
-        query_sequence=qg.sequence[query_pos],
-        gallery_sequence=qg.sequence[gallery_pos],
-    )
+    rates = tuple(float(f) for f in fmr_vals)
+    return calc_fnmr_at_fmr_chunked(*results.pair_inputs(), rates, **results.search_options())

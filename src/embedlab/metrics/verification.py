@@ -406,18 +406,5 @@ def choose_result_thresholds(
         >>> choose_result_thresholds(retrieve(qg, 1), (0.25,)).entries[0].threshold
         3.0
     """
-    qg = results.query_gallery
-    query_pos, gallery_pos = results.query_positions, results.gallery_positions
-    return choose_thresholds_chunked(
-        qg.rows(query_pos),
-        qg.rows(gallery_pos),
-        qg.labels[query_pos],
-        qg.labels[gallery_pos],
-        tuple(float(f) for f in fmr_vals),
-        metric=results.metric,
-        chunk_size=results.chunk_size,
-        query_ids=query_pos,
-        gallery_ids=gallery_pos,
-        query_sequence=qg.sequence[query_pos],
-        gallery_sequence=qg.sequence[gallery_pos],
-    )
+    rates = tuple(float(f) for f in fmr_vals)
+    return choose_thresholds_chunked(*results.pair_inputs(), rates, **results.search_options())

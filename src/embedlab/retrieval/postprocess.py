@@ -70,15 +70,7 @@ class AverageQueryExpansion:
             qg.embeddings[query_pos], qg.embeddings, results.retrieved, min(self.k, results.width)
         )
         distances, local = knn(
-            expanded,
-            qg.rows(gallery_pos),
-            results.width,
-            metric=results.metric,
-            chunk_size=results.chunk_size,
-            query_ids=query_pos,
-            gallery_ids=gallery_pos,
-            query_sequence=qg.sequence[query_pos],
-            gallery_sequence=qg.sequence[gallery_pos],
+            expanded, qg.rows(gallery_pos), results.width, **results.search_options()
         )
         retrieved = torch.where(local >= 0, gallery_pos[local.clamp(min=0)], -1)
         return results.with_ranking(distances, retrieved)

@@ -9,6 +9,7 @@ the queries are the gallery, never the full ``Q x G`` matrix); post-processors
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,6 +83,33 @@ class RetrievalResults:
     def __len__(self) -> int:
         return int(self.query_positions.shape[0])
 
+    def search_options(self) -> dict[str, Any]:
+        """The keywords that search this query/gallery split again with the same distance,
+        chunking and exclusions (the query itself, its sequence): for
+        :func:`~embedlab.retrieval.knn.knn` and the other chunked passes over its pairs.
+
+        Example:
+            >>> qg = QueryGallery.from_columns(torch.tensor([[0.0], [1.0]]), [0, 0])
+            >>> sorted(retrieve(qg, k=1).search_options())  # doctest: +NORMALIZE_WHITESPACE
+            ['chunk_size', 'gallery_ids', 'gallery_sequence', 'metric', 'query_ids',
+             'query_sequence']
+        """
+        return _search_options(
+            self.query_gallery, self.query_positions, self.metric, self.chunk_size
+        )
+
+    def pair_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(queries, gallery, query_labels, gallery_labels)``: the embeddings and labels
+        of the two sides, the leading arguments of the chunked pair passes."""
+        qg = self.query_gallery
+        query_pos, gallery_pos = self.query_positions, self.gallery_positions
+        return (
+            qg.rows(query_pos),
+            qg.rows(gallery_pos),
+            qg.labels[query_pos],
+            qg.labels[gallery_pos],
+        )
+
     def top(self, k: int) -> RetrievalResults:
         """The same results cut to the first ``k`` neighbours (no copy)."""
         return replace(
@@ -150,6 +178,20 @@ class RetrievalResults:
         return candidates[local[0][found]], distances[0][found]
 
 
+def _search_options(
+    qg: QueryGallery, query_pos: Tensor, metric: Metric, chunk_size: int | None
+) -> dict[str, Any]:
+    gallery_pos = qg.gallery_positions
+    return {
+        "metric": metric,
+        "chunk_size": chunk_size,
+        "query_ids": query_pos,
+        "gallery_ids": gallery_pos,
+        "query_sequence": qg.sequence[query_pos],
+        "gallery_sequence": qg.sequence[gallery_pos],
+    }
+
+
 def retrieve(
     query_gallery: QueryGallery,
     k: int,
@@ -181,41 +223,21 @@ def retrieve(
     qg = query_gallery
     query_pos, gallery_pos = qg.query_positions, qg.gallery_positions
     query_labels, gallery_labels = qg.labels[query_pos], qg.labels[gallery_pos]
-    query_seq, gallery_seq = qg.sequence[query_pos], qg.sequence[gallery_pos]
+    options = _search_options(qg, query_pos, metric, chunk_size)
     n_relevant = count_relevant(
-        query_labels, gallery_labels, query_pos, gallery_pos, query_seq, gallery_seq
-    )
+        query_labels, gallery_labels, query_pos, gallery_pos,
+        options["query_sequence"], options["gallery_sequence"],
+    )  # fmt: skip
     width = max(k, int(n_relevant.max())) if at_least_r and n_relevant.numel() else k
-    distances, local = knn(
-        qg.rows(query_pos),
-        qg.rows(gallery_pos),
-        width,
-        metric=metric,
-        chunk_size=chunk_size,
-        query_ids=query_pos,
-        gallery_ids=gallery_pos,
-        query_sequence=query_seq,
-        gallery_sequence=gallery_seq,
-        progress=progress,
-    )
+    queries, gallery = qg.rows(query_pos), qg.rows(gallery_pos)
+    distances, local = knn(queries, gallery, width, progress=progress, **options)
     found = local >= 0
     retrieved = torch.where(found, gallery_pos[local.clamp(min=0)], -1)
     relevance = found & (gallery_labels[local.clamp(min=0)] == query_labels.unsqueeze(1))
     ranks = None
     if full_ranking:
         ranks = relevant_ranks(
-            qg.rows(query_pos),
-            qg.rows(gallery_pos),
-            query_labels,
-            gallery_labels,
-            local,
-            n_relevant,
-            metric=metric,
-            chunk_size=chunk_size,
-            query_ids=query_pos,
-            gallery_ids=gallery_pos,
-            query_sequence=query_seq,
-            gallery_sequence=gallery_seq,
+            queries, gallery, query_labels, gallery_labels, local, n_relevant, **options
         )
     return RetrievalResults(
         qg, query_pos, distances, retrieved, relevance, n_relevant, metric, chunk_size, ranks
