@@ -20,7 +20,7 @@ from embedlab.compare.groups import RunGroup, consistent_changes
 from embedlab.compare.groupstats import group_stats, split_seeds
 from embedlab.compare.images import MANIFEST, ImageLookup
 from embedlab.compare.page import QueryRows, Tile, render_compare_page
-from embedlab.compare.runs import Run
+from embedlab.compare.runs import Run, enclosing_repository
 from embedlab.compare.topk import load_topk
 from embedlab.io import atomic_write_text, write_json
 
@@ -142,33 +142,14 @@ def _tiles(
     return tiles
 
 
-def _manifest_root(root: Path) -> Path | None:
-    """The nearest of ``root`` and its parents holding ``data/prepared/manifest.csv``.
-
-    A folder run nested in a repository (``reports/reranked``, validate's re-ranked
-    ranking of the workspace's queries) shows the repository's images.
-
-    Example:
-        >>> import tempfile
-        >>> repo = Path(tempfile.mkdtemp())
-        >>> (repo / MANIFEST).parent.mkdir(parents=True)
-        >>> _ = (repo / MANIFEST).write_text("path,label\\n")
-        >>> (repo / "reports" / "reranked").mkdir(parents=True)
-        >>> _manifest_root(repo / "reports" / "reranked") == repo
-        True
-    """
-    for folder in (root, *root.parents):
-        if (folder / MANIFEST).is_file():
-            return folder
-    return None
-
-
 def _images_for(run: Run) -> ImageLookup:
     # Folder runs carry their own data/prepared (or sit inside a repository that does);
     # git runs use the repo's (theirs is in the DVC cache only). Pictures are drawn only
     # from a manifest that matches the run.
-    found = _manifest_root(run.source.root.resolve())
-    if found is None:
+    found = run.source.root
+    if not (found / MANIFEST).is_file() and run.source.kind == "folder":
+        found = enclosing_repository(found) or found
+    if not (found / MANIFEST).is_file():
         log.warning(
             "compare: no %s for run '%s': frames without pictures",
             run.source.root / MANIFEST,

@@ -300,28 +300,24 @@ class Run:
         return self.source.name
 
 
-def _enclosing_params(folder: Path) -> str | None:
-    """``params.yaml`` of the DVC repository a folder sits in (None: it sits in none).
+def enclosing_repository(folder: Path) -> Path | None:
+    """The DVC repository (a folder with ``dvc.yaml``) above ``folder``; None: none.
 
-    A folder inside a repository, such as ``reports/reranked`` (validate's re-ranked
-    ranking), was made by that repository's params.
+    A folder run inside a repository without ``params.yaml`` or ``data/prepared`` of its
+    own, such as ``reports/reranked`` (validate's re-ranked ranking), was made by that
+    repository's run: compare takes its params and images from there.
 
     Example:
         >>> import tempfile
         >>> repo = Path(tempfile.mkdtemp())
         >>> _ = (repo / "dvc.yaml").write_text("stages: {}")
-        >>> _ = (repo / PARAMS_FILE).write_text("seed: 3")
         >>> (repo / "reports" / "reranked").mkdir(parents=True)
-        >>> _enclosing_params(repo / "reports" / "reranked")
-        'seed: 3'
-        >>> _enclosing_params(Path(tempfile.mkdtemp())) is None
+        >>> enclosing_repository(repo / "reports" / "reranked") == repo.resolve()
+        True
+        >>> enclosing_repository(Path(tempfile.mkdtemp())) is None
         True
     """
-    for parent in folder.resolve().parents:
-        if (parent / "dvc.yaml").is_file():
-            params = parent / PARAMS_FILE
-            return params.read_text() if params.is_file() else None
-    return None
+    return next((p for p in folder.resolve().parents if (p / "dvc.yaml").is_file()), None)
 
 
 def load_run(source: RunSource) -> Run:
@@ -346,8 +342,9 @@ def load_run(source: RunSource) -> Run:
     per_query = parse_per_query(data, source.where(PER_QUERY_FILE))
     params: dict[str, Any] = {}
     text = source.read_text(PARAMS_FILE)
-    if text is None and source.kind == "folder":
-        text = _enclosing_params(source.root)
+    repo = enclosing_repository(source.root) if source.kind == "folder" else None
+    if text is None and repo is not None and (repo / PARAMS_FILE).is_file():
+        text = (repo / PARAMS_FILE).read_text()
     if text is not None:
         try:
             loaded = yaml.safe_load(text)

@@ -33,7 +33,7 @@ from embedlab.data.sources import PreparedData
 from embedlab.data.sources._native import SourceError
 
 if TYPE_CHECKING:
-    from embedlab.config import FashionMnistParams, PrepareParams
+    from embedlab.config import PrepareParams
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -183,21 +183,20 @@ def sample_per_class(labels: np.ndarray, classes: list[int], per_class: int | No
 
 
 def _held_out_of_train(
-    labels: np.ndarray, classes: list[int], fm: FashionMnistParams, seed: int
+    labels: np.ndarray, classes: list[int], train: np.ndarray, per_class: int, seed: int
 ) -> np.ndarray:
-    """The ``rerank`` split: ``rerank_per_class`` train-file images per training class that
-    the train split does not hold (seeded, sorted; never a validation class)."""
-    if fm.rerank_per_class == 0:
+    """The ``rerank`` split: ``per_class`` train-file images of each training class that
+    are not among the ``train`` positions (seeded, sorted; never a validation class)."""
+    if per_class == 0:
         return np.empty(0, dtype=np.int64)
-    train = sample_per_class(labels, classes, fm.train_per_class, seed)
     rest = np.setdiff1d(np.arange(len(labels)), train)
-    short = [c for c in classes if int((labels[rest] == c).sum()) < fm.rerank_per_class]
+    short = [c for c in classes if int((labels[rest] == c).sum()) < per_class]
     if short:
         raise SourceError(
-            f"params.yaml: prepare.fashion_mnist.rerank_per_class: {fm.rerank_per_class} is "
+            f"params.yaml: prepare.fashion_mnist.rerank_per_class: {per_class} is "
             f"more than the train file holds beyond train_per_class for label(s) {short}"
         )
-    picked = sample_per_class(labels[rest], classes, fm.rerank_per_class, seed + 2)
+    picked = sample_per_class(labels[rest], classes, per_class, seed + 2)
     return np.sort(rest[picked])
 
 
@@ -220,10 +219,11 @@ def prepare_fashion_mnist(cfg: PrepareParams, out_dir: Path) -> PreparedData:
         val_classes = sorted(set(fm.open_val_classes))
         train_classes = [c for c in all_classes if c not in val_classes]
     seed = cfg.split_seed if cfg.split_seed is not None else 0
+    train = sample_per_class(train_labels, train_classes, fm.train_per_class, seed)
     picks = {
-        "train": sample_per_class(train_labels, train_classes, fm.train_per_class, seed),
+        "train": train,
         "test": sample_per_class(test_labels, val_classes, fm.val_per_class, seed + 1),
-        "rerank": _held_out_of_train(train_labels, train_classes, fm, seed),
+        "rerank": _held_out_of_train(train_labels, train_classes, train, fm.rerank_per_class, seed),
     }
     sources = {
         "train": (train_images, train_labels),
